@@ -1,0 +1,219 @@
+// Package fsutil holds the few filesystem operations that crash safety rests on: an atomic file
+// replace with fsync of the file and its directory, directory sync, hard-link-or-copy, and a check
+// that a path inside a root does not run through a symlink. Everything goes through afero.Fs so
+// the engine runs unchanged on an in-memory filesystem in tests.
+package fsutil
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/afero"
+)
+
+// ErrNoHardLinks is returned by HardLink when the filesystem cannot make hard links.
+var ErrNoHardLinks = errors.New("filesystem has no hard links")
+
+// HardLinker is implemented by filesystems (or wrappers) that can make hard links.
+type HardLinker interface {
+	Link(oldname, newname string) error
+}
+
+// HardLink makes newname a hard link to oldname when fsys can; otherwise it returns an error
+// wrapping ErrNoHardLinks so callers can fall back to a copy.
+func HardLink(fsys afero.Fs, oldname, newname string) error {
+	switch l := fsys.(type) {
+	case HardLinker:
+		return l.Link(oldname, newname)
+	case *afero.OsFs:
+		return os.Link(oldname, newname)
+	}
+	return fmt.Errorf("cannot link %s: %w", newname, ErrNoHardLinks)
+}
+
+// TempName returns a hidden, unique name in dir for a file that will later be renamed over base.
+// The name starts with ".sdupdate-" so a leftover one is recognisable.
+func TempName(dir, base string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return filepath.Join(dir, ".sdupdate-"+hex.EncodeToString(b[:])+"-"+filepath.Base(base))
+}
+
+// IsTempName reports whether name (a base name) was made by TempName.
+func IsTempName(name string) bool { return strings.HasPrefix(filepath.Base(name), ".sdupdate-") }
+
+// SyncDir fsyncs a directory so that renames and creations inside it survive a power loss.
+func SyncDir(fsys afero.Fs, dir string) error {
+	d, err := fsys.Open(dir)
+	if err != nil {
+		return fmt.Errorf("cannot open directory %s to sync it: %w", dir, err)
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	if serr != nil {
+		// Some filesystems refuse fsync on a directory; the data is then as durable as it can be.
+		if errors.Is(serr, syscall.EINVAL) {
+			return cerr
+		}
+		return fmt.Errorf("cannot sync directory %s: %w", dir, serr)
+	}
+	return cerr
+}
+
+// WriteFileAtomic replaces path with data: a temporary file in the same directory is written,
+// fsynced and renamed over path, then the directory is fsynced. A reader (or a crash) sees either
+// the old content or the new, never a mix.
+func WriteFileAtomic(fsys afero.Fs, path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp := TempName(dir, path)
+	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return fmt.Errorf("cannot create %s: %w", tmp, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = fsys.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot write %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("cannot close %s: %w", tmp, err)
+	}
+	if err := fsys.Chmod(tmp, perm); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", tmp, err)
+	}
+	if err := fsys.Rename(tmp, path); err != nil {
+		return fmt.Errorf("cannot rename %s to %s: %w", tmp, path, err)
+	}
+	committed = true
+	return SyncDir(fsys, dir)
+}
+
+// CopyFile copies src to dst (created or truncated with perm) and fsyncs dst. It streams, so a
+// file is never held whole in memory.
+func CopyFile(fsys afero.Fs, src, dst string, perm os.FileMode) error {
+	in, err := fsys.Open(src)
+	if err != nil {
+		return fmt.Errorf("cannot open %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := fsys.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return fmt.Errorf("cannot create %s: %w", dst, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("cannot copy %s to %s: %w", src, dst, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return fmt.Errorf("cannot sync %s: %w", dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("cannot close %s: %w", dst, err)
+	}
+	return nil
+}
+
+// LinkOrCopy makes dst hold src's content: a hard link where the filesystem has them (free, and
+// safe because installed files are only ever replaced by rename, never written in place),
+// otherwise a streamed, fsynced copy with perm.
+func LinkOrCopy(fsys afero.Fs, src, dst string, perm os.FileMode) error {
+	err := HardLink(fsys, src, dst)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ErrNoHardLinks) && !isCrossDevice(err) {
+		return fmt.Errorf("cannot link %s to %s: %w", src, dst, err)
+	}
+	return CopyFile(fsys, src, dst, perm)
+}
+
+func isCrossDevice(err error) bool {
+	return errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EMLINK)
+}
+
+// Lstat stats name without following a final symlink where fsys can; an in-memory filesystem has
+// no symlinks, so a plain Stat is then exact.
+func Lstat(fsys afero.Fs, name string) (os.FileInfo, error) {
+	if l, ok := fsys.(afero.Lstater); ok {
+		fi, _, err := l.LstatIfPossible(name)
+		return fi, err
+	}
+	return fsys.Stat(name)
+}
+
+// ErrUnsafePath marks a path that runs through a symlink or a non-directory.
+var ErrUnsafePath = errors.New("unsafe path")
+
+// CheckPath verifies that the slash path name inside root runs through real directories only
+// (no symlink, no regular file where a directory is needed) and that name itself, if it exists,
+// is a regular file. It returns whether name exists. Parents that do not exist yet are fine: they
+// will be created as real directories.
+func CheckPath(fsys afero.Fs, root, name string) (exists bool, err error) {
+	parts := strings.Split(name, "/")
+	cur := root
+	for i, p := range parts {
+		cur = filepath.Join(cur, p)
+		fi, err := Lstat(fsys, cur)
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("cannot inspect %s: %w", cur, err)
+		}
+		last := i == len(parts)-1
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			return false, fmt.Errorf("%s is a symlink; sdupdate never writes through symlinks (remove it or replace it with a real %s): %w",
+				cur, map[bool]string{true: "file", false: "directory"}[last], ErrUnsafePath)
+		case !last && !fi.IsDir():
+			return false, fmt.Errorf("%s is not a directory but %s needs it to be one: %w", cur, name, ErrUnsafePath)
+		case last && !fi.Mode().IsRegular():
+			return false, fmt.Errorf("%s is not a regular file: %w", cur, ErrUnsafePath)
+		}
+	}
+	return true, nil
+}
+
+// Owner returns the uid and gid of fi when the filesystem reports them.
+func Owner(fi os.FileInfo) (uid, gid int, ok bool) {
+	if st, isStat := fi.Sys().(*syscall.Stat_t); isStat {
+		return int(st.Uid), int(st.Gid), true
+	}
+	return 0, 0, false
+}
+
+// SameFilesystem reports whether a and b (existing paths) live on one filesystem, so a rename or
+// hard link between them works. Filesystems that do not report devices count as one.
+func SameFilesystem(fsys afero.Fs, a, b string) (bool, error) {
+	fa, err := fsys.Stat(a)
+	if err != nil {
+		return false, fmt.Errorf("cannot stat %s: %w", a, err)
+	}
+	fb, err := fsys.Stat(b)
+	if err != nil {
+		return false, fmt.Errorf("cannot stat %s: %w", b, err)
+	}
+	sa, okA := fa.Sys().(*syscall.Stat_t)
+	sb, okB := fb.Sys().(*syscall.Stat_t)
+	if !okA || !okB {
+		return true, nil
+	}
+	return sa.Dev == sb.Dev, nil
+}
