@@ -1,0 +1,132 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+)
+
+func FuzzParse(f *testing.F) {
+	seeds := []string{
+		`{"version":"1.0.0b4","files":[{"name":"agent.py","md5":"` + md5A + `"}]}`,
+		`{"version":"1.2.0","base_url":"1.2.0/","expires":"2027-01-01T00:00:00Z","files":[` +
+			`{"name":"agent.py","sha256":"` + sumA + `","size":1234,"mode":"0644"},` +
+			`{"name":"bin/sd-agent","sha256":"` + sumB + `","size":99,"mode":"0755"}]}`,
+		doc(entry("../x")),
+		doc(entry("a//b")),
+		doc(entry(".sdupdate/x")),
+		doc(entry("a"), entry("a/b")),
+		doc(entry("a"), entry("a")),
+		doc(`{"name":"a","sha256":"` + sumA + `","size":1,"mode":"4755"}`),
+		doc(`{"name":"a","sha256":"` + sumA + `","size":-1}`),
+		doc(`{"name":"a","sha256":"` + sumA + `","sha256":"` + sumB + `","size":1}`),
+		doc(`{"name":"a","md5":"`+md5A+`"}`, entry("b")),
+		`{"version":"1.0.0","expires":"2027-01-01T02:00:00.123+02:00","files":[` + entry("ü/\u00a0") + `]}`,
+		`{"version":null,"files":null}`,
+		`[]`, ``, `{`, `{"version":"1.0.0","files":[{}]}`,
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Parse(data)
+		if err != nil {
+			if m != nil {
+				t.Fatal("Parse returned a manifest with an error")
+			}
+			return
+		}
+		if len(m.Files) == 0 {
+			t.Fatal("accepted a manifest with no files")
+		}
+		seen := map[string]bool{}
+		for _, file := range m.Files {
+			if err := ValidateName(file.Name); err != nil {
+				t.Fatalf("accepted name that ValidateName refuses: %v", err)
+			}
+			assertNameStaysInside(t, file.Name)
+			if seen[file.Name] {
+				t.Fatalf("accepted duplicate name %q", file.Name)
+			}
+			seen[file.Name] = true
+			if file.Mode&^0o777 != 0 {
+				t.Fatalf("accepted mode %v with more than permission bits", file.Mode)
+			}
+			if m.Legacy != (file.SHA256 == "") {
+				t.Fatalf("Legacy=%v but file %q has sha256 %q", m.Legacy, file.Name, file.SHA256)
+			}
+			if got, ok := m.Lookup(file.Name); !ok || got != file {
+				t.Fatalf("Lookup(%q) = %+v, %v", file.Name, got, ok)
+			}
+		}
+		out, err := m.Marshal()
+		if err != nil {
+			t.Fatalf("accepted manifest does not marshal: %v", err)
+		}
+		back, err := Parse(out)
+		if err != nil {
+			t.Fatalf("Parse(Marshal(m)) refused: %v\n%s", err, out)
+		}
+		assertSameManifest(t, m, back)
+		again, err := back.Marshal()
+		if err != nil || !bytes.Equal(out, again) {
+			t.Fatalf("Marshal not stable (%v):\n%s\n%s", err, out, again)
+		}
+	})
+}
+
+func FuzzValidateName(f *testing.F) {
+	for _, tc := range nameCases {
+		f.Add(tc.name)
+	}
+	for _, s := range []string{"a/b/../c", "./", "a/.", "\u202e", "a\u2028b", "C:\\x", "a\x00", "//x", ".sdupdate/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		err := ValidateName(name)
+		// Parse must apply exactly the same rules to a name it reads from JSON.
+		if utf8.ValidString(name) {
+			n, _ := json.Marshal(name)
+			_, perr := Parse([]byte(doc(`{"name":` + string(n) + `,"sha256":"` + sumA + `","size":1}`)))
+			if (err == nil) != (perr == nil) {
+				t.Fatalf("ValidateName(%q) = %v but Parse says %v", name, err, perr)
+			}
+		}
+		if err != nil {
+			return
+		}
+		assertNameStaysInside(t, name)
+	})
+}
+
+// assertNameStaysInside checks that an accepted name cannot lead outside the install directory.
+func assertNameStaysInside(t *testing.T, name string) {
+	t.Helper()
+	if path.Clean(name) != name {
+		t.Fatalf("accepted %q, which is not clean (%q)", name, path.Clean(name))
+	}
+	if path.IsAbs(name) || filepath.IsAbs(name) {
+		t.Fatalf("accepted absolute name %q", name)
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == ".." || seg == "." || seg == "" {
+			t.Fatalf("accepted %q with segment %q", name, seg)
+		}
+	}
+	if strings.ContainsRune(name, '\\') || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		t.Fatalf("accepted %q with a backslash or control character", name)
+	}
+	if strings.SplitN(name, "/", 2)[0] == ReservedName {
+		t.Fatalf("accepted reserved name %q", name)
+	}
+	const root = "/opt/sd-agent"
+	joined := filepath.Join(root, filepath.FromSlash(name))
+	if rel, err := filepath.Rel(root, joined); err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		t.Fatalf("accepted %q, which joins to %q outside %s", name, joined, root)
+	}
+}

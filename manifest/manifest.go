@@ -1,0 +1,461 @@
+// Package manifest owns the update manifest: parsing and validating the JSON a publisher signs
+// (names, hashes, sizes, modes, version, expiry), comparing versions, and writing the canonical
+// form back out.
+//
+// Two forms are accepted. The modern one:
+//
+//	{"version": "1.2.0", "base_url": "1.2.0/", "expires": "2027-01-01T00:00:00Z",
+//	 "files": [{"name": "bin/sd-agent", "sha256": "<64 lowercase hex>", "size": 99, "mode": "0755"}]}
+//
+// and the legacy one served by the original updater, where every entry has an md5 and no sha256:
+//
+//	{"version": "1.0.0b4", "files": [{"name": "agent.py", "md5": "<32 hex>"}]}
+//
+// A manifest is one or the other: entries with sha256 and entries with only md5 are never mixed,
+// because a single weak entry would make the whole update only as strong as md5. An entry that
+// carries both is a modern entry and its md5 is ignored (a publisher moving off the legacy form
+// may serve both for a while).
+//
+// Parsing is strict where ambiguity could hurt: keys are matched exactly (encoding/json would
+// also accept "Name" or "SHA256"), a known key given twice in one object is refused (two JSON
+// parsers could disagree on which one counts), and a file may not also be the parent directory of
+// another. Unknown keys are ignored, and a known key whose value is null counts as absent.
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxSize is the largest manifest accepted, in bytes.
+const MaxSize = 16 << 20
+
+// DefaultMode is the mode of a newly installed file whose entry gives none.
+const DefaultMode os.FileMode = 0o644
+
+// File is one entry of a manifest.
+type File struct {
+	Name    string      // relative slash path, validated
+	SHA256  string      // 64 lowercase hex; empty only in a legacy (md5) manifest
+	MD5     string      // 32 lowercase hex; legacy form only
+	Size    int64       // -1 when unknown (legacy form)
+	Mode    os.FileMode // permission bits only
+	HasMode bool        // false when the manifest gave no mode (legacy: keep installed mode; new file 0644)
+}
+
+// Manifest is a parsed and validated manifest.
+type Manifest struct {
+	Version string
+	BaseURL string    // as written ("" if absent)
+	Expires time.Time // zero if absent
+	Files   []File    // order as given
+	Legacy  bool      // true for the md5 form
+
+	index map[string]int // name → position in Files, built by Parse
+}
+
+// Parse validates data against the contract and returns the manifest. Everything is checked
+// except expiry, which depends on the clock (see CheckExpiry). Each error says which check
+// failed and, for a file entry, names it.
+func Parse(data []byte) (*Manifest, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("manifest: %d bytes is more than the limit of %d bytes (16 MiB)", len(data), MaxSize)
+	}
+	// A full syntax check first: it reports the offset of a syntax error and refuses
+	// trailing data, which the token-level reader below would not.
+	var whole json.RawMessage
+	if err := json.Unmarshal(data, &whole); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			return nil, fmt.Errorf("manifest: not valid JSON at byte %d: %w", syntax.Offset, err)
+		}
+		return nil, fmt.Errorf("manifest: not valid JSON: %w", err)
+	}
+	top, err := decodeObject(whole, "version", "base_url", "expires", "files")
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+
+	m := &Manifest{}
+	if m.Version, err = stringField(top, "version", true); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if m.Version == "" {
+		return nil, errors.New("manifest: version is empty")
+	}
+	if _, err := parseVersion(m.Version); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if m.BaseURL, err = stringField(top, "base_url", false); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	expires, err := stringField(top, "expires", false)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if _, given := top["expires"]; given {
+		t, err := time.Parse(time.RFC3339, expires)
+		if err != nil {
+			return nil, fmt.Errorf("manifest: expires %q is not an RFC 3339 time such as \"2027-01-01T00:00:00Z\"", expires)
+		}
+		m.Expires = t
+	}
+
+	rawFiles, ok := top["files"]
+	if !ok {
+		return nil, errors.New("manifest: files missing")
+	}
+	var entries []json.RawMessage
+	if err := json.Unmarshal(rawFiles, &entries); err != nil {
+		return nil, errors.New("manifest: files must be a JSON array of objects")
+	}
+	if len(entries) == 0 {
+		// Installing an empty file list would remove every managed file: far more likely a
+		// broken publishing pipeline than an intended release.
+		return nil, errors.New("manifest: files is empty")
+	}
+
+	m.Files = make([]File, 0, len(entries))
+	m.index = make(map[string]int, len(entries))
+	firstKind := "" // "sha256" or "md5", set by the first entry
+	var firstName string
+	for i, raw := range entries {
+		f, kind, err := parseFile(raw, i)
+		if err != nil {
+			return nil, err
+		}
+		if firstKind == "" {
+			firstKind, firstName = kind, f.Name
+		} else if kind != firstKind {
+			return nil, fmt.Errorf("manifest: file %q: has only md5 while file %q has sha256; a manifest is either all sha256 or all legacy md5",
+				pick(kind == "md5", f.Name, firstName), pick(kind == "md5", firstName, f.Name))
+		}
+		if _, dup := m.index[f.Name]; dup {
+			return nil, fmt.Errorf("manifest: file %q: name is listed twice", f.Name)
+		}
+		m.index[f.Name] = i
+		m.Files = append(m.Files, f)
+	}
+	m.Legacy = firstKind == "md5"
+
+	// A file that is also another entry's parent directory cannot be installed: say so now,
+	// not halfway through applying the update.
+	for _, f := range m.Files {
+		for dir := f.Name; ; {
+			cut := strings.LastIndexByte(dir, '/')
+			if cut < 0 {
+				break
+			}
+			dir = dir[:cut]
+			if _, clash := m.index[dir]; clash {
+				return nil, fmt.Errorf("manifest: file %q: its parent %q is also listed as a file", f.Name, dir)
+			}
+		}
+	}
+	return m, nil
+}
+
+func pick(cond bool, a, b string) string {
+	if cond {
+		return a
+	}
+	return b
+}
+
+// parseFile validates entry i (0-based) and says whether it is a "sha256" or an "md5" entry.
+func parseFile(raw json.RawMessage, i int) (File, string, error) {
+	where := fmt.Sprintf("file #%d", i+1)
+	obj, err := decodeObject(raw, "name", "sha256", "md5", "size", "mode")
+	if err != nil {
+		return File{}, "", fmt.Errorf("manifest: %s: %w", where, err)
+	}
+	name, err := stringField(obj, "name", true)
+	if err != nil {
+		return File{}, "", fmt.Errorf("manifest: %s: %w", where, err)
+	}
+	if reason := nameProblem(name); reason != "" {
+		return File{}, "", fmt.Errorf("manifest: file %q: name %s", name, reason)
+	}
+	fail := func(format string, args ...any) (File, string, error) {
+		return File{}, "", fmt.Errorf("manifest: file %q: %s", name, fmt.Sprintf(format, args...))
+	}
+
+	f := File{Name: name, Size: -1}
+	kind := "sha256"
+	sum, err := stringField(obj, "sha256", false)
+	if err != nil {
+		return fail("%v", err)
+	}
+	_, hasSHA := obj["sha256"]
+	_, hasMD5 := obj["md5"]
+	switch {
+	case hasSHA:
+		if msg := hexProblem(sum, 64, false); msg != "" {
+			return fail("sha256 %s", msg)
+		}
+		f.SHA256 = sum
+	case hasMD5:
+		md5sum, err := stringField(obj, "md5", false)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if msg := hexProblem(md5sum, 32, true); msg != "" {
+			return fail("md5 %s", msg)
+		}
+		// The original updater wrote Python's hexdigest (lowercase); accept either case
+		// and keep one, so comparisons and the canonical form are stable.
+		f.MD5 = strings.ToLower(md5sum)
+		kind = "md5"
+	default:
+		return fail("sha256 missing")
+	}
+
+	if rawSize, ok := obj["size"]; ok {
+		size, err := strconv.ParseInt(string(rawSize), 10, 64)
+		if err != nil {
+			return fail("size must be a whole number of bytes, got %s", truncate(string(rawSize)))
+		}
+		if size < 0 {
+			return fail("size must not be negative, got %d", size)
+		}
+		f.Size = size
+	} else if kind == "sha256" {
+		return fail("size missing")
+	}
+
+	if rawMode, ok := obj["mode"]; ok {
+		if len(rawMode) == 0 || rawMode[0] != '"' {
+			return fail("mode must be a string of octal digits such as \"0644\", got %s", truncate(string(rawMode)))
+		}
+		var s string
+		if err := json.Unmarshal(rawMode, &s); err != nil {
+			return fail("mode: %v", err)
+		}
+		mode, err := parseMode(s)
+		if err != nil {
+			return fail("%v", err)
+		}
+		f.Mode, f.HasMode = mode, true
+	} else {
+		f.Mode = DefaultMode
+	}
+	return f, kind, nil
+}
+
+// parseMode reads "0644" or "644" and refuses anything beyond the permission bits.
+func parseMode(s string) (os.FileMode, error) {
+	if len(s) < 3 || len(s) > 4 || strings.Trim(s, "01234567") != "" {
+		return 0, fmt.Errorf("mode %q must be 3 or 4 octal digits such as \"0644\"", truncate(s))
+	}
+	v, _ := strconv.ParseUint(s, 8, 32) // cannot fail: at most 4 octal digits
+	if special := v &^ 0o777; special != 0 {
+		var bits []string
+		for _, b := range []struct {
+			bit  uint64
+			name string
+		}{{0o4000, "setuid"}, {0o2000, "setgid"}, {0o1000, "sticky"}} {
+			if special&b.bit != 0 {
+				bits = append(bits, b.name)
+			}
+		}
+		noun := "bit"
+		if len(bits) > 1 {
+			noun = "bits"
+		}
+		return 0, fmt.Errorf("mode %q has the %s %s set; only permission bits (0000-0777) are allowed", s, strings.Join(bits, " and "), noun)
+	}
+	return os.FileMode(v), nil
+}
+
+// hexProblem returns why s is not n hex digits (lowercase unless anyCase), or "".
+func hexProblem(s string, n int, anyCase bool) string {
+	if len(s) != n {
+		return fmt.Sprintf("must be %d hex digits, got %d characters", n, len(s))
+	}
+	upper := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			upper = true
+		default:
+			return fmt.Sprintf("must be %d hex digits, got %q", n, truncate(s))
+		}
+	}
+	if upper && !anyCase {
+		return fmt.Sprintf("must be lowercase hex, got %q", s)
+	}
+	return ""
+}
+
+// truncate keeps error messages readable when a value is huge.
+func truncate(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}
+
+// decodeObject reads a JSON object, keeping the values of the known keys only. Keys match
+// exactly; a known key given twice is an error.
+func decodeObject(raw json.RawMessage, known ...string) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return nil, errors.New("must be a JSON object")
+	}
+	out := make(map[string]json.RawMessage, len(known))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, err
+		}
+		isKnown := false
+		for _, k := range known {
+			if k == key {
+				isKnown = true
+				break
+			}
+		}
+		if !isKnown {
+			continue
+		}
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("key %q is given twice", key)
+		}
+		if string(value) == "null" {
+			// null counts as absent, but a second, non-null value must still be refused.
+			out[key] = nil
+			continue
+		}
+		out[key] = value
+	}
+	// Drop the null placeholders so that "absent" has one representation.
+	for k, v := range out {
+		if v == nil {
+			delete(out, k)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("unexpected data after the JSON object")
+	}
+	return out, nil
+}
+
+// stringField returns obj[key] as a string; a missing key is "" or, when required, an error.
+func stringField(obj map[string]json.RawMessage, key string, required bool) (string, error) {
+	raw, ok := obj[key]
+	if !ok {
+		if required {
+			return "", fmt.Errorf("%s missing", key)
+		}
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", fmt.Errorf("%s must be a string, got %s", key, truncate(string(raw)))
+	}
+	return s, nil
+}
+
+// CheckExpiry refuses a manifest whose expires time is before now. Expiry protects against a
+// freeze attack: without it, an attacker could keep serving an old, validly signed manifest
+// and hold a fleet on a vulnerable version forever.
+func (m *Manifest) CheckExpiry(now time.Time) error {
+	if m.Expires.IsZero() || !now.After(m.Expires) {
+		return nil
+	}
+	return fmt.Errorf("manifest: expired at %s (now %s); an expired manifest is refused so that an old signed one cannot be replayed",
+		m.Expires.Format(time.RFC3339), now.Format(time.RFC3339))
+}
+
+// Lookup returns the entry named name.
+func (m *Manifest) Lookup(name string) (File, bool) {
+	// The index is only built by Parse; a manifest built by hand, or whose Files were changed
+	// since, falls back to a scan.
+	if i, ok := m.index[name]; ok && i < len(m.Files) && m.Files[i].Name == name {
+		return m.Files[i], true
+	}
+	for _, f := range m.Files {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return File{}, false
+}
+
+type wireManifest struct {
+	Version string     `json:"version"`
+	BaseURL string     `json:"base_url,omitempty"`
+	Expires string     `json:"expires,omitempty"`
+	Files   []wireFile `json:"files"`
+}
+
+type wireFile struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256,omitempty"`
+	MD5    string `json:"md5,omitempty"`
+	Size   *int64 `json:"size,omitempty"`
+	Mode   string `json:"mode,omitempty"`
+}
+
+// Marshal returns the canonical, indented JSON of m in the modern form: mode as a "0644" string
+// and only when the manifest has one, md5 only for a legacy entry (no sha256), size unless
+// unknown. The output is parsed again before it is returned, so Marshal never produces a
+// manifest that Parse would refuse, and Parse(Marshal(m)) gives back m.
+func (m *Manifest) Marshal() ([]byte, error) {
+	w := wireManifest{Version: m.Version, BaseURL: m.BaseURL, Files: make([]wireFile, len(m.Files))}
+	if !m.Expires.IsZero() {
+		w.Expires = m.Expires.Format(time.RFC3339Nano)
+	}
+	for i, f := range m.Files {
+		wf := wireFile{Name: f.Name, SHA256: f.SHA256}
+		if f.SHA256 == "" {
+			wf.MD5 = f.MD5
+		}
+		if f.Size >= 0 {
+			size := f.Size
+			wf.Size = &size
+		}
+		if f.HasMode {
+			if f.Mode&^0o777 != 0 {
+				return nil, fmt.Errorf("manifest: file %q: mode %v has bits beyond the permission bits", f.Name, f.Mode)
+			}
+			wf.Mode = fmt.Sprintf("%04o", uint32(f.Mode))
+		}
+		w.Files[i] = wf
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(w); err != nil {
+		return nil, fmt.Errorf("manifest: cannot encode: %w", err)
+	}
+	back, err := Parse(buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("cannot marshal an invalid manifest: %w", err)
+	}
+	if back.Legacy != m.Legacy {
+		return nil, fmt.Errorf("manifest: Legacy is %v but the files make it %v", m.Legacy, back.Legacy)
+	}
+	return buf.Bytes(), nil
+}
