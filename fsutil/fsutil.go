@@ -199,6 +199,35 @@ func Owner(fi os.FileInfo) (uid, gid int, ok bool) {
 	return 0, 0, false
 }
 
+// CanRenameBetween reports whether a file can be renamed (and so hard-linked) from directory a
+// into directory b. Comparing device numbers is not enough: systemd's ReadWritePaths= makes each
+// listed path a mount of its own, and rename(2) refuses to cross mounts (EXDEV) even on one
+// filesystem. So this tries it with a probe file, which it removes.
+func CanRenameBetween(fsys afero.Fs, a, b string) (bool, error) {
+	same, err := SameFilesystem(fsys, a, b)
+	if err != nil || !same {
+		return false, err
+	}
+	src := TempName(a, "probe")
+	dst := filepath.Join(b, filepath.Base(src))
+	f, err := fsys.OpenFile(src, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("cannot create probe file %s: %w", src, err)
+	}
+	f.Close()
+	defer fsys.Remove(src)
+	if err := fsys.Rename(src, dst); err != nil {
+		if errors.Is(err, syscall.EXDEV) {
+			return false, nil
+		}
+		return false, fmt.Errorf("cannot rename probe file %s to %s: %w", src, dst, err)
+	}
+	if err := fsys.Remove(dst); err != nil {
+		return true, fmt.Errorf("cannot remove probe file %s: %w", dst, err)
+	}
+	return true, nil
+}
+
 // SameFilesystem reports whether a and b (existing paths) live on one filesystem, so a rename or
 // hard link between them works. Filesystems that do not report devices count as one.
 func SameFilesystem(fsys afero.Fs, a, b string) (bool, error) {

@@ -1,0 +1,212 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/config"
+	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/snapshot"
+)
+
+// Fetcher gets manifests, signatures and files. fetch.Client is the real one.
+type Fetcher interface {
+	Open(ctx context.Context, rawURL string, limit int64) (io.ReadCloser, error)
+	Get(ctx context.Context, rawURL string, limit int64) ([]byte, error)
+}
+
+// Verifier checks a manifest's detached signature. sign.Verifier is the real one.
+type Verifier interface {
+	Verify(message, signature []byte) error
+}
+
+// Agent is the restart seam: the agent's systemd unit. systemd.Gate is the real one; nil means
+// Unit= is empty and the operator restarts the agent.
+type Agent interface {
+	Active(ctx context.Context) (bool, error)
+	State(ctx context.Context) (string, error)
+	// RestartAndWait restarts the unit and watches it; log carries the run's fields.
+	RestartAndWait(ctx context.Context, log *logrus.Entry) error
+}
+
+// Progress receives download progress; the CLI draws a bar on a terminal.
+type Progress interface {
+	Add(n int64)
+	Done()
+}
+
+// Engine runs updates, rollbacks and recoveries on one install. The caller holds the lock.
+type Engine struct {
+	Fs       afero.Fs
+	Config   *config.Config
+	Fetcher  Fetcher
+	Verifier Verifier // nil: no PublicKey configured (AllowUnsigned=yes)
+	Agent    Agent    // nil: Unit= empty
+	Log      *logrus.Logger
+	// Optional hooks.
+	Notify      func(status string)                            // sd_notify STATUS=
+	NewProgress func(files int, bytes int64) Progress          // nil: no bar
+	FreeSpace   func(path string) (uint64, error)              // nil: free space unknown, not checked
+	Now         func() time.Time                               // nil: time.Now
+	NewRunID    func() string                                  // nil: logging.NewRunID
+	Out         io.Writer                                      // where plans and listings are printed; nil: os.Stdout
+	RetryDelay  time.Duration                                  // pause between tries of one file; 0: 200ms
+	HookApplied func(r *Record)                                // tests: called after apply, before restart
+	lay         *layout                                        // resolved once per run
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (e *Engine) notify(status string) {
+	if e.Notify != nil {
+		e.Notify(status)
+	}
+}
+
+func (e *Engine) out() io.Writer {
+	if e.Out != nil {
+		return e.Out
+	}
+	return os.Stdout
+}
+
+func (e *Engine) runID() string {
+	if e.NewRunID != nil {
+		return e.NewRunID()
+	}
+	return logging.NewRunID()
+}
+
+// layout is where this install keeps its state.
+type layout struct {
+	install   string
+	state     string
+	work      string // state, or install/.sdupdate when state is on another filesystem
+	staging   string
+	snapshots string
+	txn       string
+	installed string
+	lastRun   string
+	lock      string
+}
+
+// LockPath is where the command lock lives for cfg.
+func LockPath(cfg *config.Config) string { return filepath.Join(cfg.StateDirectory, "lock") }
+
+// resolveLayout creates the state directory (0700) and the install directory if missing, and
+// decides where staging and snapshots go: they must sit on the install's filesystem.
+func (e *Engine) resolveLayout() (*layout, error) {
+	if e.lay != nil {
+		return e.lay, nil
+	}
+	c := e.Config
+	l := &layout{
+		install:   filepath.Clean(c.Directory),
+		state:     filepath.Clean(c.StateDirectory),
+		txn:       filepath.Join(c.StateDirectory, "txn.json"),
+		installed: filepath.Join(c.StateDirectory, "installed.json"),
+		lastRun:   filepath.Join(c.StateDirectory, "last-run.json"),
+		lock:      LockPath(c),
+	}
+	if err := e.Fs.MkdirAll(l.state, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create state directory %s: %w", l.state, err)
+	}
+	if err := e.Fs.MkdirAll(l.install, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create install directory %s: %w", l.install, err)
+	}
+	fi, err := fsutil.Lstat(e.Fs, l.install)
+	if err != nil {
+		return nil, fmt.Errorf("cannot inspect install directory %s: %w", l.install, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("install directory %s is not a directory (a symlink to one is not accepted either)", l.install)
+	}
+	same, err := fsutil.CanRenameBetween(e.Fs, l.state, l.install)
+	if err != nil {
+		return nil, err
+	}
+	l.work = l.state
+	if !same {
+		l.work = filepath.Join(l.install, ".sdupdate")
+		if err := e.Fs.MkdirAll(l.work, 0o700); err != nil {
+			return nil, fmt.Errorf("cannot create %s: %w", l.work, err)
+		}
+	}
+	l.staging = filepath.Join(l.work, "staging")
+	l.snapshots = filepath.Join(l.work, "snapshots")
+	e.lay = l
+	return l, nil
+}
+
+func (e *Engine) journal(l *layout) journal { return journal{fs: e.Fs, path: l.txn} }
+
+func (e *Engine) snapshots(l *layout) *snapshot.Store {
+	return &snapshot.Store{Fs: e.Fs, Dir: l.snapshots, InstallDir: l.install, Now: e.Now}
+}
+
+// installedManifest is the manifest recorded by the last successful update, or nil before it.
+func (e *Engine) installedManifest(l *layout) (*manifest.Manifest, []byte, error) {
+	data, err := afero.ReadFile(e.Fs, l.installed)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read installed manifest %s: %w", l.installed, err)
+	}
+	m, err := manifest.Parse(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("installed manifest %s is damaged (run `sdupdate update --repair` or restore a snapshot): %w", l.installed, err)
+	}
+	return m, data, nil
+}
+
+// setInstalled records raw as the installed manifest; nil removes the record (version unknown).
+func (e *Engine) setInstalled(l *layout, raw []byte) error {
+	if raw == nil {
+		if err := e.Fs.Remove(l.installed); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("cannot remove %s: %w", l.installed, err)
+		}
+		return fsutil.SyncDir(e.Fs, l.state)
+	}
+	if err := fsutil.WriteFileAtomic(e.Fs, l.installed, raw, 0o600); err != nil {
+		return fmt.Errorf("cannot record installed manifest: %w", err)
+	}
+	return nil
+}
+
+func versionOf(m *manifest.Manifest) string {
+	if m == nil {
+		return ""
+	}
+	return m.Version
+}
+
+// display renders an unknown version for people.
+func display(v string) string {
+	if v == "" {
+		return "unknown"
+	}
+	return v
+}
+
+func dirOf(p string) string { return filepath.Dir(p) }
+
+// runLog returns the logger every entry of one run goes through, carrying its run id.
+func (e *Engine) runLog(runID string) *logrus.Entry {
+	return e.Log.WithField(logging.FieldRunID, runID)
+}

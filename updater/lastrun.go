@@ -1,0 +1,58 @@
+package updater
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/fsutil"
+)
+
+// Outcomes, as `status --json` reports them in last_run.result.
+const (
+	OutcomeUpdated        = "updated"
+	OutcomeUpToDate       = "up-to-date"
+	OutcomeFailed         = "failed"
+	OutcomeRolledBack     = "rolled-back"
+	OutcomeRollbackFailed = "rollback-failed"
+)
+
+// LastRun is the outcome of the last run that could change the install.
+type LastRun struct {
+	RunID    string    `json:"run_id"`
+	Command  string    `json:"command"`
+	Result   string    `json:"result"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Reason   string    `json:"reason"`
+	Snapshot string    `json:"snapshot,omitempty"`
+}
+
+func loadLastRun(fsys afero.Fs, path string) (*LastRun, error) {
+	data, err := afero.ReadFile(fsys, path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", path, err)
+	}
+	var lr LastRun
+	if err := json.Unmarshal(data, &lr); err != nil {
+		return nil, fmt.Errorf("cannot parse %s: %w", path, err)
+	}
+	return &lr, nil
+}
+
+func saveLastRun(fsys afero.Fs, path string, lr *LastRun) error {
+	data, err := json.MarshalIndent(lr, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot encode last run: %w", err)
+	}
+	return fsutil.WriteFileAtomic(fsys, path, data, 0o600)
+}

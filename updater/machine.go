@@ -1,0 +1,227 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/manifest"
+)
+
+// run drives a transaction from phase to its end. Update, Rollback and Recover all finish here,
+// so a run resumed after a crash takes exactly the path an uninterrupted one would.
+func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Record, phase Phase) (*Result, error) {
+	j := e.journal(l)
+	if rec.Phase != phase {
+		if err := j.setPhase(rec, phase); err != nil {
+			return e.stuck(log, l, rec, err)
+		}
+	}
+	for {
+		switch rec.Phase {
+		case PhaseApplied:
+			next := PhaseRestarting
+			switch {
+			case e.Agent == nil:
+				log.WithField(logging.FieldPhase, "restart").Infof("version %s is installed; Unit= is empty, so restart the agent yourself", rec.To)
+				next, rec.Outcome = PhaseDone, OutcomeUpdated
+			case !rec.UnitWasActive:
+				log.WithField(logging.FieldPhase, "restart").Infof("agent unit %s was not active before the update, so it was left stopped; start it when you are ready", e.Config.Unit)
+				next, rec.Outcome = PhaseDone, OutcomeUpdated
+			default:
+				rec.Restarted = true
+			}
+			if err := j.setPhase(rec, next); err != nil {
+				return e.stuck(log, l, rec, err)
+			}
+
+		case PhaseRestarting, PhaseRollbackRestarting:
+			rollingBack := rec.Phase == PhaseRollbackRestarting
+			e.notify(fmt.Sprintf("waiting for %s to come up", e.Config.Unit))
+			log.WithField(logging.FieldPhase, "restart").Infof("restarting %s and watching it", e.Config.Unit)
+			err := e.Agent.RestartAndWait(ctx, log)
+			if ctx.Err() != nil {
+				return e.interrupted(log, rec)
+			}
+			switch {
+			case err == nil && rollingBack:
+				rec.Outcome = OutcomeRolledBack
+			case err == nil:
+				rec.Outcome = OutcomeUpdated
+			case rollingBack:
+				rec.Reason = joinReason(rec.Reason, "the restored version did not come up either: "+err.Error())
+				rec.Outcome = OutcomeRollbackFailed
+			default:
+				rec.Reason = joinReason(rec.Reason, err.Error())
+				log.WithFields(logrus.Fields{logging.FieldPhase: "health", logging.FieldReason: err.Error()}).
+					Errorf("version %s did not come up: %v; rolling back to %s", rec.To, err, display(rec.From))
+			}
+			next := PhaseDone
+			if err != nil && !rollingBack {
+				next = PhaseRollingBack
+			}
+			if err := j.setPhase(rec, next); err != nil {
+				return e.stuck(log, l, rec, err)
+			}
+
+		case PhaseRollingBack:
+			e.notify("rolling back")
+			if err := e.restore(ctx, log, l, rec); err != nil {
+				rec.Reason = joinReason(rec.Reason, err.Error())
+				rec.Outcome = OutcomeRollbackFailed
+				// The journal stays in rolling-back: restoring again is the right next step, and
+				// `sdupdate recover` retries it (a bounded number of times).
+				_ = j.save(rec)
+				return e.finish(log, l, rec, false)
+			}
+			next := PhaseDone
+			switch {
+			case rec.Restarted && e.Agent != nil:
+				next = PhaseRollbackRestarting
+			case rec.Kind == KindRollback:
+				rec.Outcome = OutcomeRolledBack
+				if e.Agent != nil {
+					log.WithField(logging.FieldPhase, "rollback").Infof("agent unit %s was not active, so it was left stopped", e.Config.Unit)
+				} else {
+					log.WithField(logging.FieldPhase, "rollback").Info("Unit= is empty, so restart the agent yourself")
+				}
+			default:
+				// The agent was never restarted into the new files, so it still runs the old
+				// version: the install is back to exactly what it was.
+				rec.Outcome = OutcomeFailed
+			}
+			if err := j.setPhase(rec, next); err != nil {
+				return e.stuck(log, l, rec, err)
+			}
+
+		case PhaseDone:
+			return e.finish(log, l, rec, true)
+
+		default:
+			return e.stuck(log, l, rec, fmt.Errorf("unexpected phase %q", rec.Phase))
+		}
+	}
+}
+
+// restore puts the run's snapshot back and records its manifest as installed. It ignores
+// cancellation: stopping halfway would leave a mixed tree.
+func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec *Record) error {
+	ctx = context.WithoutCancel(ctx)
+	store := e.snapshots(l)
+	meta, err := store.Get(rec.Snapshot)
+	if err != nil {
+		return fmt.Errorf("cannot restore snapshot %s: %w", rec.Snapshot, err)
+	}
+	var current []*manifest.Manifest
+	for _, raw := range [][]byte{rec.OldManifest, rec.NewManifest, meta.Manifest} {
+		if len(raw) == 0 || string(raw) == "null" {
+			continue
+		}
+		m, err := manifest.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("cannot read a manifest recorded in the journal: %w", err)
+		}
+		current = append(current, m)
+	}
+	if err := store.Restore(ctx, rec.Snapshot, managedNames(current...)); err != nil {
+		return fmt.Errorf("cannot restore snapshot %s: %w", rec.Snapshot, err)
+	}
+	var raw []byte
+	if len(meta.Manifest) > 0 && string(meta.Manifest) != "null" {
+		raw = meta.Manifest
+	}
+	if err := e.setInstalled(l, raw); err != nil {
+		return err
+	}
+	log.WithFields(logrus.Fields{logging.FieldPhase: "rollback", logging.FieldSnapshot: rec.Snapshot}).
+		Infof("restored snapshot %s (version %s, %d files)", rec.Snapshot, display(meta.Version), len(meta.Files))
+	return nil
+}
+
+// finish logs the outcome as one journal event, records it for `status`, prunes snapshots and
+// removes what the run left behind. clear is false when the journal must stay for a retry.
+func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (*Result, error) {
+	res := &Result{RunID: rec.RunID, Outcome: rec.Outcome, From: rec.From, To: rec.To, Snapshot: rec.Snapshot, Reason: rec.Reason}
+	fields := logrus.Fields{logging.FieldFrom: display(rec.From), logging.FieldTo: display(rec.To), logging.FieldSnapshot: rec.Snapshot}
+	if rec.Reason != "" {
+		fields[logging.FieldReason] = rec.Reason
+	}
+	var err error
+	switch rec.Outcome {
+	case OutcomeUpdated:
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "health", logging.MsgUpdated
+		msg := fmt.Sprintf("updated %s -> %s", display(rec.From), rec.To)
+		if rec.Restarted {
+			msg += fmt.Sprintf("; %s restarted and healthy", e.Config.Unit)
+		}
+		log.WithFields(fields).Info(msg)
+	case OutcomeRolledBack:
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgRolledBack
+		if rec.Kind == KindRollback {
+			log.WithFields(fields).Infof("rolled back from %s to %s (snapshot %s)", display(rec.From), display(rec.To), rec.Snapshot)
+		} else {
+			log.WithFields(fields).Errorf("rolled back: version %s failed to come up, %s restored and running (%s)", rec.To, display(rec.From), rec.Reason)
+			err = withCode(CodeRolledBack, fmt.Errorf("version %s failed to come up and was rolled back; %s is running: %s", rec.To, display(rec.From), rec.Reason))
+		}
+	case OutcomeFailed:
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgFailed
+		log.WithFields(fields).Errorf("update failed, install unchanged: %s", rec.Reason)
+		err = withCode(CodeFailed, fmt.Errorf("update to %s failed, install unchanged: %s", rec.To, rec.Reason))
+	default:
+		rec.Outcome, res.Outcome = OutcomeRollbackFailed, OutcomeRollbackFailed
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgRollbackFailed
+		log.WithFields(fields).Errorf("rollback failed, operator needed: %s", rec.Reason)
+		err = withCode(CodeOperator, fmt.Errorf("rollback failed, operator needed: %s (see `sdupdate status` and `journalctl SDUPDATE_RUN_ID=%s`)", rec.Reason, rec.RunID))
+	}
+	e.recordLastRun(l, &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: rec.Outcome, From: rec.From, To: rec.To,
+		Started: rec.Started, Reason: rec.Reason, Snapshot: rec.Snapshot})
+	if !clear {
+		return res, err
+	}
+	if rec.Outcome == OutcomeUpdated {
+		if removed, perr := e.snapshots(l).Prune(e.Config.KeepSnapshots, rec.Snapshot); perr != nil {
+			log.WithError(perr).Warn("cannot prune old snapshots")
+		} else if len(removed) > 0 {
+			log.WithField(logging.FieldPhase, "snapshot").Debugf("pruned snapshots %v", removed)
+		}
+	}
+	if rec.StagingDir != "" {
+		if rerr := e.Fs.RemoveAll(rec.StagingDir); rerr != nil {
+			log.WithError(rerr).Warn("cannot remove staging directory; the next run removes it")
+		}
+	}
+	if cerr := e.journal(l).clear(); cerr != nil {
+		log.WithError(cerr).Warn("cannot clear the transaction journal")
+	}
+	return res, err
+}
+
+// stuck reports a run that could not even record its progress (the state directory failing):
+// the journal on disk still says where it was, and recovery resumes from there.
+func (e *Engine) stuck(log *logrus.Entry, l *layout, rec *Record, err error) (*Result, error) {
+	log.WithFields(logrus.Fields{logging.FieldReason: err.Error(), logging.FieldMessageID: logging.MsgRollbackFailed}).
+		Errorf("run %s stopped in phase %s: %v; `sdupdate recover` resumes it", rec.RunID, rec.Phase, err)
+	return &Result{RunID: rec.RunID, Outcome: OutcomeRollbackFailed, From: rec.From, To: rec.To, Snapshot: rec.Snapshot, Reason: err.Error()},
+		withCode(CodeOperator, fmt.Errorf("run stopped in phase %s and could not record its progress (%w); run `sdupdate recover`", rec.Phase, err))
+}
+
+// interrupted leaves a run whose agent is being watched for recovery: under systemd the unit's
+// ExecStopPost= runs `sdupdate recover` at once, which finishes the watch or restores the old
+// version.
+func (e *Engine) interrupted(log *logrus.Entry, rec *Record) (*Result, error) {
+	log.WithField(logging.FieldPhase, "restart").Warnf("interrupted while %s was being watched; `sdupdate recover` finishes the check or restores %s", e.Config.Unit, display(rec.From))
+	return &Result{RunID: rec.RunID, Outcome: "interrupted", From: rec.From, To: rec.To, Snapshot: rec.Snapshot},
+		withCode(CodeFailed, fmt.Errorf("%w while %s was being watched; run `sdupdate recover` to finish", ErrInterrupted, e.Config.Unit))
+}
+
+func joinReason(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+var _ = errors.New

@@ -1,0 +1,234 @@
+package updater
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/manifest"
+)
+
+// Change is one file the update writes.
+type Change struct {
+	File  manifest.File // the manifest entry
+	Add   bool          // the file does not exist yet
+	Local bool          // the content is already installed; only the mode changes, so it is staged from the installed file
+	Mode  os.FileMode   // the mode it will have
+	UID   int           // owner it will have, when HasOwner
+	GID   int
+	// HasOwner is false on filesystems that do not report owners (in-memory tests).
+	HasOwner bool
+}
+
+// Plan is what an update changes.
+type Plan struct {
+	From, To string
+	Changes  []Change // added or changed, in manifest order
+	Removes  []string // listed by the installed manifest, not by the new one, and present
+	// Resolved is the new manifest as it will be recorded: legacy entries get the sha256 and size
+	// of what was verified, and every entry its final mode.
+	Resolved *manifest.Manifest
+}
+
+// Counts returns how many files are added, changed and removed.
+func (p *Plan) Counts() (add, change, remove int) {
+	for _, c := range p.Changes {
+		if c.Add {
+			add++
+		} else {
+			change++
+		}
+	}
+	return add, change, len(p.Removes)
+}
+
+// DownloadBytes is the number of bytes to fetch (legacy entries of unknown size count 0) and how
+// many files are fetched.
+func (p *Plan) DownloadBytes() (bytes int64, files int) {
+	for _, c := range p.Changes {
+		if c.Local {
+			continue
+		}
+		files++
+		if c.File.Size > 0 {
+			bytes += c.File.Size
+		}
+	}
+	return bytes, files
+}
+
+// Empty reports whether the update writes nothing.
+func (p *Plan) Empty() bool { return len(p.Changes) == 0 && len(p.Removes) == 0 }
+
+type installedFile struct {
+	sha256, md5 string
+	size        int64
+	mode        os.FileMode
+	uid, gid    int
+	hasOwner    bool
+}
+
+// hashInstalled reads an installed file once, in small chunks.
+func (e *Engine) hashInstalled(path string, withMD5 bool) (*installedFile, error) {
+	f, err := e.Fs.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open installed file %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cannot stat installed file %s: %w", path, err)
+	}
+	hs := sha256.New()
+	var w io.Writer = hs
+	hm := md5.New()
+	if withMD5 {
+		w = io.MultiWriter(hs, hm)
+	}
+	n, err := io.CopyBuffer(w, f, make([]byte, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read installed file %s: %w", path, err)
+	}
+	st := &installedFile{sha256: hex.EncodeToString(hs.Sum(nil)), size: n, mode: fi.Mode().Perm()}
+	if withMD5 {
+		st.md5 = hex.EncodeToString(hm.Sum(nil))
+	}
+	st.uid, st.gid, st.hasOwner = fsutil.Owner(fi)
+	return st, nil
+}
+
+// plan compares the new manifest with the installed manifest and the files' real hashes. A file
+// that already matches is not downloaded; a file no manifest lists is never looked at. Any name
+// whose path runs through a symlink refuses the whole update before anything is fetched.
+func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.Manifest) (*Plan, error) {
+	p := &Plan{From: versionOf(installed), To: next.Version}
+	resolved := *next
+	resolved.Files = append([]manifest.File(nil), next.Files...)
+	rootInfo, err := e.Fs.Stat(l.install)
+	if err != nil {
+		return nil, fmt.Errorf("cannot stat install directory %s: %w", l.install, err)
+	}
+	rootUID, rootGID, rootHasOwner := fsutil.Owner(rootInfo)
+	for i, f := range next.Files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		target := filepath.Join(l.install, filepath.FromSlash(f.Name))
+		exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
+		if err != nil {
+			return nil, withCode(CodeFailed, fmt.Errorf("refusing %q: %w", f.Name, err))
+		}
+		c := Change{File: f, Mode: 0o644, UID: rootUID, GID: rootGID, HasOwner: rootHasOwner, Add: !exists}
+		if f.HasMode {
+			c.Mode = f.Mode
+		}
+		if exists {
+			have, err := e.hashInstalled(target, next.Legacy && f.SHA256 == "")
+			if err != nil {
+				return nil, err
+			}
+			c.UID, c.GID, c.HasOwner = have.uid, have.gid, have.hasOwner
+			if !f.HasMode {
+				c.Mode = have.mode
+			}
+			same := have.sha256 == f.SHA256 && have.size == f.Size
+			if f.SHA256 == "" {
+				same = have.md5 == f.MD5
+			}
+			if same {
+				resolved.Files[i].SHA256, resolved.Files[i].Size = have.sha256, have.size
+				c.File = resolved.Files[i]
+				if have.mode == c.Mode {
+					resolved.Files[i].Mode, resolved.Files[i].HasMode = c.Mode, true
+					continue
+				}
+				c.Local = true
+			}
+		}
+		resolved.Files[i].Mode, resolved.Files[i].HasMode = c.Mode, true
+		c.File.Mode, c.File.HasMode = c.Mode, true
+		p.Changes = append(p.Changes, c)
+	}
+	if installed != nil {
+		for _, f := range installed.Files {
+			if _, keep := next.Lookup(f.Name); keep {
+				continue
+			}
+			exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
+			if err != nil {
+				return nil, withCode(CodeFailed, fmt.Errorf("refusing to remove %q: %w", f.Name, err))
+			}
+			if exists {
+				p.Removes = append(p.Removes, f.Name)
+			}
+		}
+		sort.Strings(p.Removes)
+	}
+	p.Resolved = &resolved
+	return p, nil
+}
+
+// managedNames is every name either manifest lists: what a snapshot must hold and what a
+// restore must put back or remove.
+func managedNames(ms ...*manifest.Manifest) []string {
+	seen := map[string]bool{}
+	var names []string
+	for _, m := range ms {
+		if m == nil {
+			continue
+		}
+		for _, f := range m.Files {
+			if !seen[f.Name] {
+				seen[f.Name] = true
+				names = append(names, f.Name)
+			}
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// PrintPlan writes the plan as a person reads it.
+func PrintPlan(w io.Writer, p *Plan) {
+	add, change, remove := p.Counts()
+	bytes, files := p.DownloadBytes()
+	fmt.Fprintf(w, "update %s -> %s: %d to add, %d to change, %d to remove; %d files to download (%s)\n",
+		display(p.From), p.To, add, change, remove, files, HumanBytes(bytes))
+	for _, c := range p.Changes {
+		kind := "change"
+		if c.Add {
+			kind = "add"
+		} else if c.Local {
+			kind = "mode"
+		}
+		size := ""
+		if c.File.Size >= 0 {
+			size = HumanBytes(c.File.Size)
+		}
+		fmt.Fprintf(w, "  %-6s %s %s %s\n", kind, c.File.Name, c.Mode, size)
+	}
+	for _, name := range p.Removes {
+		fmt.Fprintf(w, "  %-6s %s\n", "remove", name)
+	}
+}
+
+// HumanBytes renders a byte count for people.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

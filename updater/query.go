@@ -1,0 +1,198 @@
+package updater
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/logging"
+)
+
+// SnapshotInfo is one line of `sdupdate snapshots`.
+type SnapshotInfo struct {
+	ID      string    `json:"id"`
+	Version string    `json:"version"`
+	Created time.Time `json:"created"`
+	Files   int       `json:"files"`
+	Bytes   int64     `json:"bytes"`
+	RunID   string    `json:"run_id,omitempty"`
+}
+
+// Snapshots lists complete snapshots, newest first.
+func (e *Engine) Snapshots() ([]SnapshotInfo, error) {
+	l, err := e.resolveLayout()
+	if err != nil {
+		return nil, err
+	}
+	metas, err := e.snapshots(l).List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SnapshotInfo, 0, len(metas))
+	for _, m := range metas {
+		out = append(out, SnapshotInfo{ID: m.ID, Version: m.Version, Created: m.Created, Files: len(m.Files), Bytes: m.Bytes, RunID: m.RunID})
+	}
+	return out, nil
+}
+
+// InProgress describes a run whose journal is on disk.
+type InProgress struct {
+	RunID string `json:"run_id"`
+	Kind  string `json:"kind"`
+	Phase Phase  `json:"phase"`
+	PID   int    `json:"pid"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+}
+
+// Status is `sdupdate status --json`.
+type Status struct {
+	Version        string         `json:"version"`
+	Directory      string         `json:"directory"`
+	StateDirectory string         `json:"state_directory"`
+	ManifestURL    string         `json:"manifest_url"`
+	Files          int            `json:"files"`
+	Unit           string         `json:"unit"`
+	UnitState      string         `json:"unit_state"`
+	Snapshots      []SnapshotInfo `json:"snapshots"`
+	LastRun        *LastRun       `json:"last_run"`
+	InProgress     *InProgress    `json:"in_progress,omitempty"`
+	ConfigFiles    []string       `json:"config_files,omitempty"`
+}
+
+// Status gathers what an operator or a fleet tool wants to know about this install.
+func (e *Engine) Status(ctx context.Context) (*Status, error) {
+	l, err := e.resolveLayout()
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Directory: l.install, StateDirectory: l.state, ManifestURL: e.Config.ManifestURL, Unit: e.Config.Unit, ConfigFiles: e.Config.Files}
+	m, _, err := e.installedManifest(l)
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
+		st.Version, st.Files = m.Version, len(m.Files)
+	}
+	switch {
+	case e.Agent == nil:
+		st.UnitState = "not managed (Unit= is empty)"
+	default:
+		s, err := e.Agent.State(ctx)
+		if err != nil {
+			s = "unknown: " + err.Error()
+		}
+		st.UnitState = s
+	}
+	if st.Snapshots, err = e.Snapshots(); err != nil {
+		return nil, err
+	}
+	if st.LastRun, err = loadLastRun(e.Fs, l.lastRun); err != nil {
+		return nil, err
+	}
+	rec, err := e.journal(l).load()
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		st.InProgress = &InProgress{RunID: rec.RunID, Kind: rec.Kind, Phase: rec.Phase, PID: rec.PID, From: rec.From, To: rec.To}
+	}
+	return st, nil
+}
+
+// CheckResult is `sdupdate check --json`.
+type CheckResult struct {
+	Installed       string `json:"installed"`
+	Available       string `json:"available"`
+	UpdateAvailable bool   `json:"update_available"`
+	FilesChanged    int    `json:"files_changed"`
+	FilesRemoved    int    `json:"files_removed"`
+	BytesToDownload int64  `json:"bytes_to_download"`
+}
+
+// Check fetches and verifies the manifest and tells whether it is newer; it changes nothing.
+func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
+	l, err := e.resolveLayout()
+	if err != nil {
+		return nil, err
+	}
+	installed, _, err := e.installedManifest(l)
+	if err != nil {
+		return nil, err
+	}
+	log := e.runLog(e.runID())
+	f, err := e.fetchManifest(ctx, log)
+	if err != nil {
+		return nil, withCode(CodeFailed, err)
+	}
+	cmp, err := compareVersions(versionOf(installed), f.m.Version)
+	if err != nil {
+		return nil, withCode(CodeFailed, err)
+	}
+	res := &CheckResult{Installed: versionOf(installed), Available: f.m.Version, UpdateAvailable: cmp > 0}
+	if res.UpdateAvailable {
+		p, err := e.plan(ctx, l, f.m, installed)
+		if err != nil {
+			return nil, withCode(CodeFailed, err)
+		}
+		add, change, remove := p.Counts()
+		res.FilesChanged, res.FilesRemoved = add+change, remove
+		res.BytesToDownload, _ = p.DownloadBytes()
+	}
+	log.WithField(logging.FieldPhase, "check").Debugf("installed %s, available %s", display(res.Installed), res.Available)
+	return res, nil
+}
+
+// Mismatch is one installed file that differs from the installed manifest.
+type Mismatch struct {
+	Name    string `json:"name"`
+	Problem string `json:"problem"`
+}
+
+// Verify compares the installed files with the installed manifest.
+func (e *Engine) Verify(ctx context.Context) (string, []Mismatch, error) {
+	l, err := e.resolveLayout()
+	if err != nil {
+		return "", nil, err
+	}
+	m, _, err := e.installedManifest(l)
+	if err != nil {
+		return "", nil, err
+	}
+	if m == nil {
+		return "", nil, withCode(CodeFailed, fmt.Errorf("nothing to verify: no version was installed by sdupdate yet (%s is missing); run `sdupdate update`", l.installed))
+	}
+	var out []Mismatch
+	for _, f := range m.Files {
+		if err := ctx.Err(); err != nil {
+			return "", nil, err
+		}
+		exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
+		switch {
+		case err != nil:
+			out = append(out, Mismatch{f.Name, err.Error()})
+			continue
+		case !exists:
+			out = append(out, Mismatch{f.Name, "missing"})
+			continue
+		}
+		have, err := e.hashInstalled(filepath.Join(l.install, filepath.FromSlash(f.Name)), f.SHA256 == "")
+		if err != nil {
+			out = append(out, Mismatch{f.Name, err.Error()})
+			continue
+		}
+		switch {
+		case f.SHA256 != "" && have.size != f.Size:
+			out = append(out, Mismatch{f.Name, fmt.Sprintf("size %d, expected %d", have.size, f.Size)})
+		case f.SHA256 != "" && have.sha256 != f.SHA256:
+			out = append(out, Mismatch{f.Name, fmt.Sprintf("sha256 %s, expected %s", have.sha256, f.SHA256)})
+		case f.SHA256 == "" && have.md5 != f.MD5:
+			out = append(out, Mismatch{f.Name, fmt.Sprintf("md5 %s, expected %s", have.md5, f.MD5)})
+		case f.HasMode && have.mode != f.Mode:
+			out = append(out, Mismatch{f.Name, fmt.Sprintf("mode %04o, expected %04o", have.mode, f.Mode)})
+		}
+	}
+	return m.Version, out, nil
+}

@@ -1,0 +1,106 @@
+package updater
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sdupdate/sdupdate/logging"
+)
+
+// maxRecoverAttempts bounds how often one interrupted run is retried, so a recovery that
+// itself keeps failing (or crashing) asks for an operator instead of looping.
+const maxRecoverAttempts = 3
+
+// Recover finishes or undoes a run found in the journal. Which, per phase, and why:
+//
+//   - staging … snapshotted: the install was never touched. Undo: remove staging and this run's
+//     snapshot; the old tree stays. Nothing verified would be lost that a new run cannot fetch.
+//   - applying: some files may be new and some old. Undo: restore the snapshot (complete and
+//     fsynced before applying began). Rolling forward would install a version nobody saw come
+//     up; the agent was not restarted yet, so it still runs the old code, which now matches.
+//   - applied, restarting: the tree is exactly new, but the agent was not proven healthy.
+//     Finish: restart and watch it again; if it does not come up, roll back as a run would.
+//   - rolling-back, rollback-restarting: finish the rollback (restore is idempotent).
+//   - done: only cleanup remains.
+//
+// Recovery is itself journaled through the same phases, so a kill during recovery is recovered
+// by the next command. It returns (nil, nil) when there was nothing to do.
+func (e *Engine) Recover(ctx context.Context) (*Result, error) {
+	l, err := e.resolveLayout()
+	if err != nil {
+		return nil, err
+	}
+	j := e.journal(l)
+	rec, err := j.load()
+	if err != nil {
+		return nil, withCode(CodeOperator, err)
+	}
+	if rec == nil {
+		e.cleanupStale(l, nil)
+		return nil, nil
+	}
+	log := e.runLog(rec.RunID)
+	rlog := log.WithFields(logrus.Fields{logging.FieldPhase: "recover", logging.FieldFrom: display(rec.From), logging.FieldTo: display(rec.To)})
+	rec.RecoverAttempts++
+	if rec.RecoverAttempts > maxRecoverAttempts {
+		err := fmt.Errorf("run %s (%s %s -> %s) is stuck in phase %s after %d recovery attempts; operator needed: inspect %s, `sdupdate status` and `journalctl SDUPDATE_RUN_ID=%s`",
+			rec.RunID, rec.Kind, display(rec.From), display(rec.To), rec.Phase, maxRecoverAttempts, l.txn, rec.RunID)
+		rlog.WithFields(logrus.Fields{logging.FieldMessageID: logging.MsgRollbackFailed, logging.FieldReason: err.Error()}).Error(err.Error())
+		return &Result{RunID: rec.RunID, Outcome: OutcomeRollbackFailed, From: rec.From, To: rec.To, Reason: err.Error()}, withCode(CodeOperator, err)
+	}
+	if err := j.save(rec); err != nil {
+		return nil, withCode(CodeOperator, err)
+	}
+	rlog.Warnf("recovering run %s (%s %s -> %s) interrupted in phase %s", rec.RunID, rec.Kind, display(rec.From), display(rec.To), rec.Phase)
+	var res *Result
+	switch rec.Phase {
+	case PhaseStaging, PhaseStaged, PhaseSnapshotting, PhaseSnapshotted:
+		if err := e.abortBeforeApply(l, rec); err != nil {
+			return nil, withCode(CodeOperator, fmt.Errorf("cannot clean up interrupted run %s: %w", rec.RunID, err))
+		}
+		reason := fmt.Sprintf("interrupted in phase %s, before any installed file changed", rec.Phase)
+		rlog.WithFields(logrus.Fields{logging.FieldMessageID: logging.MsgFailed, logging.FieldReason: reason}).
+			Warnf("update failed, install unchanged: %s", reason)
+		e.recordLastRun(l, &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: OutcomeFailed, From: rec.From, To: rec.To, Started: rec.Started, Reason: reason})
+		res, err = &Result{RunID: rec.RunID, Outcome: OutcomeFailed, From: rec.From, To: rec.To, Reason: reason}, nil
+	case PhaseApplying:
+		rec.Reason = joinReason(rec.Reason, "interrupted while applying; the old version was restored")
+		res, err = e.run(ctx, log, l, rec, PhaseRollingBack)
+	default:
+		res, err = e.run(ctx, log, l, rec, rec.Phase)
+	}
+	e.cleanupStale(l, nil)
+	if ExitCode(err) == CodeOperator || ExitCode(err) == CodeFailed && res != nil && res.Outcome == "interrupted" {
+		return res, err
+	}
+	if res != nil {
+		rlog.Infof("recovered run %s: %s", rec.RunID, res.Outcome)
+	}
+	// The interrupted run's outcome (rolled back, failed) is its own; recovering it succeeded.
+	return res, nil
+}
+
+// cleanupStale removes garbage of crashed runs that no journal refers to: staging directories
+// and incomplete snapshots.
+func (e *Engine) cleanupStale(l *layout, keep *Record) {
+	entries, err := readDirNames(e, l.staging)
+	if err == nil {
+		for _, name := range entries {
+			dir := filepath.Join(l.staging, name)
+			if keep != nil && keep.StagingDir == dir {
+				continue
+			}
+			if err := e.Fs.RemoveAll(dir); err != nil {
+				e.Log.WithError(err).Warnf("cannot remove stale staging directory %s", dir)
+			}
+		}
+	}
+	if removed, err := e.snapshots(l).Cleanup(); err != nil {
+		e.Log.WithError(err).Warn("cannot remove incomplete snapshots")
+	} else if len(removed) > 0 {
+		e.Log.Debugf("removed incomplete snapshots %v", removed)
+	}
+}

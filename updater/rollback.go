@@ -1,0 +1,79 @@
+package updater
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/snapshot"
+)
+
+// Rollback restores a snapshot (the newest one of another version than the installed one, or
+// the one named), then restarts and watches the agent if it was running.
+func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
+	l, err := e.resolveLayout()
+	if err != nil {
+		return nil, err
+	}
+	installed, installedRaw, err := e.installedManifest(l)
+	if err != nil {
+		return nil, err
+	}
+	store := e.snapshots(l)
+	var meta *snapshot.Meta
+	if to != "" {
+		if meta, err = store.Get(to); err != nil {
+			return nil, withCode(CodeFailed, err)
+		}
+	} else {
+		metas, err := store.List()
+		if err != nil {
+			return nil, withCode(CodeFailed, err)
+		}
+		for i := range metas {
+			if metas[i].Version != versionOf(installed) {
+				meta = &metas[i]
+				break
+			}
+		}
+		if meta == nil && len(metas) > 0 {
+			meta = &metas[0]
+		}
+		if meta == nil {
+			return nil, withCode(CodeFailed, fmt.Errorf("no snapshot to roll back to in %s: snapshots are taken by `sdupdate update`", l.snapshots))
+		}
+	}
+	runID := e.runID()
+	log := e.runLog(runID)
+	log.WithFields(logrus.Fields{logging.FieldPhase: "rollback", logging.FieldFrom: display(versionOf(installed)), logging.FieldTo: display(meta.Version), logging.FieldSnapshot: meta.ID}).
+		Infof("rolling back from %s to %s (snapshot %s)", display(versionOf(installed)), display(meta.Version), meta.ID)
+	// Checks first: a damaged snapshot or a symlink in the way refuses the rollback before any
+	// file changes.
+	if err := store.Verify(meta.ID); err != nil {
+		return nil, withCode(CodeFailed, fmt.Errorf("refusing to roll back to snapshot %s: %w", meta.ID, err))
+	}
+	for _, f := range meta.Files {
+		if _, err := fsutil.CheckPath(e.Fs, l.install, f.Name); err != nil {
+			return nil, withCode(CodeFailed, fmt.Errorf("refusing to roll back: %w", err))
+		}
+	}
+	rec := &Record{
+		RunID: runID, Kind: KindRollback, Phase: PhaseRollingBack, PID: os.Getpid(), Started: e.now(),
+		From: versionOf(installed), To: meta.Version, Snapshot: meta.ID, OldManifest: installedRaw, NewManifest: meta.Manifest,
+	}
+	if e.Agent != nil {
+		active, err := e.Agent.Active(ctx)
+		if err != nil {
+			return nil, withCode(CodeFailed, fmt.Errorf("cannot tell whether the agent unit %s is running: %w", e.Config.Unit, err))
+		}
+		rec.UnitWasActive, rec.Restarted = active, active
+	}
+	if err := e.journal(l).save(rec); err != nil {
+		return nil, withCode(CodeFailed, err)
+	}
+	return e.run(ctx, log, l, rec, PhaseRollingBack)
+}

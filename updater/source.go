@@ -1,0 +1,117 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sdupdate/sdupdate/fetch"
+	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/manifest"
+)
+
+// fetched is a manifest that passed every check: signature over the exact bytes, parse and
+// validation, expiry.
+type fetched struct {
+	m       *manifest.Manifest
+	raw     []byte
+	baseURL string // where files are fetched from, as a directory URL
+}
+
+// fetchManifest fetches, verifies and parses the manifest. Nothing past the manifest (and its
+// signature) is fetched before this returns successfully.
+func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched, error) {
+	c := e.Config
+	log = log.WithField(logging.FieldPhase, "check")
+	raw, err := e.Fetcher.Get(ctx, c.ManifestURL, manifest.MaxSize)
+	if err != nil {
+		return nil, fmt.Errorf("cannot fetch manifest: %w", err)
+	}
+	if c.AllowUnsigned {
+		log.Warn("AllowUnsigned=yes: a manifest without a signature is accepted; anyone who can change the server's responses could then choose what is installed")
+	}
+	if e.Verifier != nil {
+		sig, err := e.Fetcher.Get(ctx, c.ManifestURL+".minisig", 64<<10)
+		switch {
+		case err != nil && c.AllowUnsigned && isNotFound(err):
+			log.Warn("the manifest has no signature; accepted because AllowUnsigned=yes")
+		case err != nil:
+			return nil, fmt.Errorf("refusing manifest %s: cannot fetch its signature %s.minisig (a PublicKey= is configured, so it must be signed): %w", c.ManifestURL, c.ManifestURL, err)
+		default:
+			if err := e.Verifier.Verify(raw, sig); err != nil {
+				return nil, fmt.Errorf("refusing manifest %s: signature check failed: %w", c.ManifestURL, err)
+			}
+			log.Debug("manifest signature verified")
+		}
+	}
+	m, err := manifest.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("refusing manifest %s: %w", c.ManifestURL, err)
+	}
+	if m.Legacy {
+		if !c.AllowUnsigned {
+			return nil, fmt.Errorf("refusing manifest %s: it is in the legacy md5 form, accepted only with AllowUnsigned=yes", c.ManifestURL)
+		}
+		log.Warn("legacy manifest: files are checked with md5, which is weak against deliberate tampering; publish a sha256 manifest with `sdupdate release`")
+	}
+	if err := m.CheckExpiry(e.now()); err != nil {
+		return nil, fmt.Errorf("refusing manifest %s: %w", c.ManifestURL, err)
+	}
+	base := c.BaseURL
+	if base == "" {
+		base, err = fetch.ResolveReference(c.ManifestURL, m.BaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("refusing manifest %s: base_url %q: %w", c.ManifestURL, m.BaseURL, err)
+		}
+	}
+	if err := sameSchemeFamily(c.ManifestURL, base); err != nil {
+		return nil, fmt.Errorf("refusing manifest %s: %w", c.ManifestURL, err)
+	}
+	return &fetched{m: m, raw: raw, baseURL: base}, nil
+}
+
+// isNotFound tells a signature that does not exist from one that could not be fetched.
+func isNotFound(err error) bool {
+	var fe *fetch.Error
+	if errors.As(err, &fe) && fe.StatusCode == http.StatusNotFound {
+		return true
+	}
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// sameSchemeFamily refuses a base_url that would move downloads from a network source to local
+// files (or the reverse); the hashes protect content, this keeps the source where it was set.
+func sameSchemeFamily(manifestURL, base string) error {
+	mu, err := url.Parse(manifestURL)
+	if err != nil {
+		return fmt.Errorf("bad ManifestURL %q: %w", manifestURL, err)
+	}
+	bu, err := url.Parse(base)
+	if err != nil {
+		return fmt.Errorf("bad base URL %q: %w", base, err)
+	}
+	isFile := func(s string) bool { return strings.EqualFold(s, "file") }
+	if isFile(mu.Scheme) != isFile(bu.Scheme) {
+		return fmt.Errorf("base URL %s uses scheme %q, the manifest came over %q", base, bu.Scheme, mu.Scheme)
+	}
+	return nil
+}
+
+// compareVersions returns how the available version relates to the installed one; an unknown
+// installed version is older than everything.
+func compareVersions(installed, available string) (int, error) {
+	if installed == "" {
+		return 1, nil
+	}
+	c, err := manifest.CompareVersions(available, installed)
+	if err != nil {
+		return 0, fmt.Errorf("cannot compare versions %q and %q: %w", available, installed, err)
+	}
+	return c, nil
+}

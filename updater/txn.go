@@ -1,0 +1,124 @@
+package updater
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/fsutil"
+)
+
+// Phase names are persisted: they are part of the on-disk format and never renamed.
+type Phase string
+
+const (
+	// The install is untouched in every phase up to and including PhaseSnapshotted.
+	PhaseStaging      Phase = "staging"      // downloading into the staging directory
+	PhaseStaged       Phase = "staged"       // every file verified and fsynced in staging
+	PhaseSnapshotting Phase = "snapshotting" // the snapshot named in the record is being written
+	PhaseSnapshotted  Phase = "snapshotted"  // the snapshot is complete and fsynced
+	// The point of no return: from here on installed files change.
+	PhaseApplying           Phase = "applying"            // staged files are being renamed into place
+	PhaseApplied            Phase = "applied"             // the new tree and installed.json are in place
+	PhaseRestarting         Phase = "restarting"          // the agent is being restarted and watched
+	PhaseRollingBack        Phase = "rolling-back"        // the snapshot is being restored
+	PhaseRollbackRestarting Phase = "rollback-restarting" // the restored agent is being restarted and watched
+	PhaseDone               Phase = "done"                // outcome recorded; only cleanup remains
+)
+
+// Kinds of transaction.
+const (
+	KindUpdate   = "update"
+	KindRollback = "rollback"
+)
+
+// Op is one planned change of the install directory.
+type Op struct {
+	Name   string `json:"name"`
+	Staged string `json:"staged,omitempty"` // file in the staging dir renamed onto Name
+	Remove bool   `json:"remove,omitempty"`
+}
+
+// Record is the transaction journal: what the run is doing and everything needed to finish or
+// undo it after a crash. It is rewritten atomically before every phase acts.
+type Record struct {
+	Format        int       `json:"format"`
+	RunID         string    `json:"run_id"`
+	Kind          string    `json:"kind"`
+	Phase         Phase     `json:"phase"`
+	PID           int       `json:"pid"`
+	Started       time.Time `json:"started"`
+	From          string    `json:"from"`
+	To            string    `json:"to"`
+	StagingDir    string    `json:"staging_dir,omitempty"`
+	Snapshot      string    `json:"snapshot,omitempty"`
+	UnitWasActive bool      `json:"unit_was_active"`
+	// Restarted is true once the agent may be running files of the new tree, so a rollback
+	// must restart it again; an agent never restarted still runs the old code.
+	Restarted       bool            `json:"restarted"`
+	Outcome         string          `json:"outcome,omitempty"` // set on entering PhaseDone
+	OldManifest     json.RawMessage `json:"old_manifest,omitempty"`
+	NewManifest     json.RawMessage `json:"new_manifest,omitempty"`
+	Ops             []Op            `json:"ops,omitempty"`
+	Reason          string          `json:"reason,omitempty"`
+	RecoverAttempts int             `json:"recover_attempts,omitempty"`
+}
+
+const recordFormat = 1
+
+type journal struct {
+	fs   afero.Fs
+	path string
+}
+
+func (j journal) load() (*Record, error) {
+	data, err := afero.ReadFile(j.fs, j.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read transaction journal %s: %w", j.path, err)
+	}
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("cannot parse transaction journal %s (move it away and run `sdupdate verify`): %w", j.path, err)
+	}
+	if r.Format != recordFormat {
+		return nil, fmt.Errorf("transaction journal %s has format %d, this sdupdate knows %d", j.path, r.Format, recordFormat)
+	}
+	return &r, nil
+}
+
+// save persists r durably: the phase it names must be on disk before the phase acts.
+func (j journal) save(r *Record) error {
+	r.Format = recordFormat
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot encode transaction journal: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(j.fs, j.path, data, 0o600); err != nil {
+		return fmt.Errorf("cannot write transaction journal: %w", err)
+	}
+	return nil
+}
+
+func (j journal) setPhase(r *Record, p Phase) error {
+	prev := r.Phase
+	r.Phase = p
+	if err := j.save(r); err != nil {
+		r.Phase = prev
+		return err
+	}
+	return nil
+}
+
+func (j journal) clear() error {
+	if err := j.fs.Remove(j.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cannot remove transaction journal %s: %w", j.path, err)
+	}
+	return fsutil.SyncDir(j.fs, dirOf(j.path))
+}
