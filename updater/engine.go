@@ -54,15 +54,15 @@ type Engine struct {
 	Agent    Agent    // nil: Unit= empty
 	Log      *logrus.Logger
 	// Optional hooks.
-	Notify      func(status string)                            // sd_notify STATUS=
-	NewProgress func(files int, bytes int64) Progress          // nil: no bar
-	FreeSpace   func(path string) (uint64, error)              // nil: free space unknown, not checked
-	Now         func() time.Time                               // nil: time.Now
-	NewRunID    func() string                                  // nil: logging.NewRunID
-	Out         io.Writer                                      // where plans and listings are printed; nil: os.Stdout
-	RetryDelay  time.Duration                                  // pause between tries of one file; 0: 200ms
-	HookApplied func(r *Record)                                // tests: called after apply, before restart
-	lay         *layout                                        // resolved once per run
+	Notify      func(status string)                   // sd_notify STATUS=
+	NewProgress func(files int, bytes int64) Progress // nil: no bar
+	FreeSpace   func(path string) (uint64, error)     // nil: free space unknown, not checked
+	Now         func() time.Time                      // nil: time.Now
+	NewRunID    func() string                         // nil: logging.NewRunID
+	Out         io.Writer                             // where plans and listings are printed; nil: os.Stdout
+	RetryDelay  time.Duration                         // pause between tries of one file; 0: 200ms
+	HookApplied func(r *Record)                       // tests: called after apply, before restart
+	lay         *layout                               // resolved once per run
 }
 
 func (e *Engine) now() time.Time {
