@@ -110,8 +110,7 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 // cancellation: stopping halfway would leave a mixed tree.
 func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec *Record) error {
 	ctx = context.WithoutCancel(ctx)
-	store := e.snapshots(l)
-	meta, err := store.Get(rec.Snapshot)
+	store, meta, err := e.findSnapshot(l, rec.Snapshot)
 	if err != nil {
 		return fmt.Errorf("cannot restore snapshot %s: %w", rec.Snapshot, err)
 	}
@@ -182,7 +181,7 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 		return res, err
 	}
 	if rec.Outcome == OutcomeUpdated {
-		if removed, perr := e.snapshots(l).Prune(e.Config.KeepSnapshots, rec.Snapshot); perr != nil {
+		if removed, perr := e.pruneSnapshots(l, e.Config.KeepSnapshots, rec.Snapshot); perr != nil {
 			log.WithError(perr).Warn("cannot prune old snapshots")
 		} else if len(removed) > 0 {
 			log.WithField(logging.FieldPhase, "snapshot").Debugf("pruned snapshots %v", removed)

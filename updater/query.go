@@ -26,7 +26,7 @@ func (e *Engine) Snapshots() ([]SnapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	metas, err := e.snapshots(l).List()
+	metas, _, err := e.listSnapshots(l)
 	if err != nil {
 		return nil, err
 	}

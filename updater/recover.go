@@ -86,10 +86,13 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 // cleanupStale removes garbage of crashed runs that no journal refers to: staging directories
 // and incomplete snapshots.
 func (e *Engine) cleanupStale(l *layout, keep *Record) {
-	entries, err := readDirNames(e, l.staging)
-	if err == nil {
+	for _, staging := range e.stagingDirs(l) {
+		entries, err := readDirNames(e, staging)
+		if err != nil {
+			continue
+		}
 		for _, name := range entries {
-			dir := filepath.Join(l.staging, name)
+			dir := filepath.Join(staging, name)
 			if keep != nil && keep.StagingDir == dir {
 				continue
 			}
@@ -98,9 +101,11 @@ func (e *Engine) cleanupStale(l *layout, keep *Record) {
 			}
 		}
 	}
-	if removed, err := e.snapshots(l).Cleanup(); err != nil {
-		e.Log.WithError(err).Warn("cannot remove incomplete snapshots")
-	} else if len(removed) > 0 {
-		e.Log.Debugf("removed incomplete snapshots %v", removed)
+	for _, dir := range e.snapshotDirs(l) {
+		if removed, err := e.storeAt(l, dir).Cleanup(); err != nil {
+			e.Log.WithError(err).Warn("cannot remove incomplete snapshots")
+		} else if len(removed) > 0 {
+			e.Log.Debugf("removed incomplete snapshots %v", removed)
+		}
 	}
 }

@@ -23,14 +23,16 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	store := e.snapshots(l)
-	var meta *snapshot.Meta
+	var (
+		meta  *snapshot.Meta
+		store *snapshot.Store
+	)
 	if to != "" {
-		if meta, err = store.Get(to); err != nil {
+		if store, meta, err = e.findSnapshot(l, to); err != nil {
 			return nil, withCode(CodeFailed, err)
 		}
 	} else {
-		metas, err := store.List()
+		metas, where, err := e.listSnapshots(l)
 		if err != nil {
 			return nil, withCode(CodeFailed, err)
 		}
@@ -46,6 +48,7 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 		if meta == nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("no snapshot to roll back to in %s: snapshots are taken by `sdupdate update`", l.snapshots))
 		}
+		store = where[meta.ID]
 	}
 	runID := e.runID()
 	log := e.runLog(runID)

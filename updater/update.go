@@ -248,7 +248,7 @@ func (e *Engine) abortBeforeApply(l *layout, rec *Record) error {
 		}
 	}
 	if rec.Snapshot != "" {
-		if err := e.snapshots(l).Delete(rec.Snapshot); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := e.deleteSnapshot(l, rec.Snapshot); err != nil {
 			errs = append(errs, err)
 		}
 	}
