@@ -1,0 +1,150 @@
+// Package lock keeps two sdupdate runs from changing the install at once.
+//
+// The lock is an flock(2) on a file in StateDirectory (by convention
+// <StateDirectory>/lock), which holds the holder's pid for the message a
+// second run prints. Because the kernel drops an flock when its holder
+// exits, however it dies, a lock file left behind never blocks anyone and
+// the pid in it means nothing unless the lock is actually held. The file is
+// never removed: deleting a lock file races with a process that has just
+// opened it and would let two runs each lock a different inode.
+package lock
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/gofrs/flock"
+)
+
+// Lock is a held lock; Release it when done (also safe after the process
+// is gone: the kernel releases it then).
+type Lock struct {
+	fl   *flock.Flock
+	path string
+}
+
+// HeldError says the lock is held by another process.
+type HeldError struct {
+	PID  int // 0 when the holder could not be told
+	Path string
+}
+
+func (e *HeldError) Error() string {
+	if e.PID > 0 {
+		return fmt.Sprintf("another sdupdate is running (pid %d)", e.PID)
+	}
+	return fmt.Sprintf("another sdupdate is running (it holds %s)", e.Path)
+}
+
+// Acquire takes the lock at path without waiting. If another process holds
+// it, the error is a *HeldError. The file is created 0600, and its
+// directory 0700 if missing.
+func Acquire(path string) (*Lock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create lock directory: %w", err)
+	}
+	// Read-only is enough for flock and keeps the descriptor from being a
+	// way to write; the pid is written through a second descriptor. The
+	// descriptor is close-on-exec, so a child (HealthCommand) never holds
+	// the lock past our exit.
+	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDONLY), flock.SetPermissions(0o600))
+	ok, err := fl.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("cannot lock %s: %w", path, err)
+	}
+	if !ok {
+		return nil, &HeldError{PID: readPID(path), Path: path}
+	}
+	l := &Lock{fl: fl, path: path}
+	if err := writePID(path, os.Getpid()); err != nil {
+		l.Release()
+		return nil, fmt.Errorf("cannot record pid in lock %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Release drops the lock. The pid is cleared first so that a later reader
+// never sees ours.
+func (l *Lock) Release() error {
+	if l == nil || l.fl == nil {
+		return nil
+	}
+	// Best effort: a stale pid is harmless, since only a held lock's pid
+	// is ever shown.
+	_ = writePID(l.path, 0)
+	err := l.fl.Unlock()
+	l.fl = nil
+	if err != nil {
+		return fmt.Errorf("cannot unlock %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// Path is the lock file.
+func (l *Lock) Path() string { return l.path }
+
+// Holder reports whether the lock at path is held and, if so, by which pid
+// (0 if unknown). It never creates the file. It takes a shared lock for an
+// instant to test; an Acquire racing with that instant fails as if a run
+// were going on, which is the price of flock having no query call.
+func Holder(path string) (pid int, held bool, err error) {
+	fl := flock.New(path, flock.SetFlag(os.O_RDONLY))
+	ok, err := fl.TryRLock()
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("cannot check lock %s: %w", path, err)
+	}
+	if ok {
+		if err := fl.Unlock(); err != nil {
+			return 0, false, fmt.Errorf("cannot check lock %s: %w", path, err)
+		}
+		return 0, false, nil
+	}
+	return readPID(path), true, nil
+}
+
+func writePID(path string, pid int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	content := ""
+	if pid > 0 {
+		content = strconv.Itoa(pid) + "\n"
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readPID returns the pid recorded in the lock file, or 0 if there is none
+// or it names no live process (the holder may not have written its pid yet,
+// in which case the file still holds an earlier, dead one).
+func readPID(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return 0
+	}
+	return pid
+}
