@@ -1,0 +1,402 @@
+// Package fetch gets manifests, signatures and files over https, http or
+// from file: URLs, with the limits an unattended updater needs:
+//
+//   - a connect timeout and an idle timeout (no byte received for that long
+//     ends the request), never a total one, so a big file on a slow but
+//     live link still arrives;
+//   - a size limit checked against Content-Length before reading and
+//     enforced while reading;
+//   - at most 10 redirects, none of which may change the scheme (so https
+//     never silently becomes http, and a server cannot point at file:);
+//   - proxies from HTTPS_PROXY, HTTP_PROXY and NO_PROXY (Go's rules: the
+//     environment is read once per process, and requests to localhost or a
+//     loopback address never go through a proxy);
+//   - errors that say which URL failed (never its password, never the
+//     body) and whether trying again may help.
+//
+// file: URLs read the publisher's tree with the os package directly; the
+// install itself is never touched here.
+package fetch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// DefaultTimeout is used when New is given none.
+const DefaultTimeout = 30 * time.Second
+
+// maxRedirects is how many redirects one request may follow.
+const maxRedirects = 10
+
+// Client fetches URLs. It holds its own transport: no state is shared with
+// http.DefaultClient or other Clients. Safe for concurrent use.
+type Client struct {
+	timeout   time.Duration
+	transport *http.Transport
+	http      *http.Client
+}
+
+// New returns a Client whose every request gives up when connecting, the
+// TLS handshake, the response headers, or any read of the body takes longer
+// than timeout. timeout <= 0 means DefaultTimeout.
+func New(timeout time.Duration) *Client {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   16, // parallel downloads from one host reuse connections
+		ForceAttemptHTTP2:     true,
+		// Sizes and hashes are of the bytes as published; a transparently
+		// decompressed body would be neither.
+		DisableCompression: true,
+		TLSClientConfig:    &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	return &Client{
+		timeout:   timeout,
+		transport: tr,
+		http:      &http.Client{Transport: tr, CheckRedirect: checkRedirect},
+	}
+}
+
+// Close drops idle connections.
+func (c *Client) Close() { c.transport.CloseIdleConnections() }
+
+// Get returns the whole body of rawURL. A body longer than limit bytes is
+// refused: at once when Content-Length says so, otherwise as soon as limit
+// is passed, without reading the rest. limit < 0 means no limit.
+func (c *Client) Get(ctx context.Context, rawURL string, limit int64) ([]byte, error) {
+	rc, err := c.Open(ctx, rawURL, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// Open returns the body of rawURL for streaming. Reading past limit bytes
+// gives an error wrapping ErrTooLong instead of data; limit < 0 means no
+// limit. Every error, from Open or from reading, is an *Error. The caller
+// must Close the body.
+func (c *Client) Open(ctx context.Context, rawURL string, limit int64) (io.ReadCloser, error) {
+	shown := Redact(rawURL)
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Parse's own message repeats the URL, password included.
+		return nil, &Error{URL: shown, Err: fmt.Errorf("invalid URL: %v", errors.Unwrap(err))}
+	}
+	switch u.Scheme {
+	case "file":
+		return openFile(ctx, u, shown, limit)
+	case "http", "https":
+	default:
+		return nil, &Error{URL: shown, Err: fmt.Errorf("unsupported scheme %q; use https, http or file", u.Scheme)}
+	}
+
+	reqCtx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		cancel()
+		return nil, &Error{URL: shown, Err: errors.Unwrap(err)}
+	}
+	req.Header.Set("User-Agent", "sdupdate")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		cancel()
+		return nil, classify(ctx, shown, err, 0)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// Drain a little so the connection can be reused; the body is
+		// never shown (it may be an HTML page or hold anything at all).
+		io.CopyN(io.Discard, resp.Body, 4096)
+		resp.Body.Close()
+		cancel()
+		return nil, &Error{URL: shown, StatusCode: resp.StatusCode,
+			Err:       fmt.Errorf("server answered %s", resp.Status),
+			Temporary: retryableStatus(resp.StatusCode)}
+	}
+	if limit >= 0 && resp.ContentLength > limit {
+		resp.Body.Close()
+		cancel()
+		return nil, &Error{URL: shown, Err: tooLong(limit)}
+	}
+	b := &httpBody{body: resp.Body, ctx: ctx, cancel: cancel, url: shown, timeout: c.timeout}
+	b.timer = time.AfterFunc(c.timeout, b.expire)
+	b.timer.Stop()
+	return &limited{r: b, c: b, url: shown, limit: limit}, nil
+}
+
+// retryableStatus: server-side trouble and explicit "try later" answers.
+func retryableStatus(code int) bool {
+	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
+}
+
+// checkRedirect allows maxRedirects redirects, each keeping the scheme of
+// the URL asked for.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects {
+		return &redirectError{fmt.Sprintf("stopped after %d redirects", maxRedirects)}
+	}
+	if from := via[0].URL.Scheme; req.URL.Scheme != from {
+		return &redirectError{fmt.Sprintf("refusing redirect to %s: it changes the scheme from %s to %s",
+			Redact(req.URL.String()), from, req.URL.Scheme)}
+	}
+	return nil
+}
+
+type redirectError struct{ msg string }
+
+func (e *redirectError) Error() string { return e.msg }
+
+// httpBody enforces the idle timeout: a timer runs only while a Read is
+// waiting, and cancels the request when it fires.
+type httpBody struct {
+	body    io.ReadCloser
+	ctx     context.Context // the caller's, to tell their cancel from ours
+	cancel  context.CancelFunc
+	url     string
+	timeout time.Duration
+	timer   *time.Timer
+	idle    atomic.Bool
+}
+
+func (b *httpBody) expire() {
+	b.idle.Store(true)
+	b.cancel()
+}
+
+func (b *httpBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.timeout)
+	n, err := b.body.Read(p)
+	b.timer.Stop()
+	if err != nil && err != io.EOF {
+		idle := time.Duration(0)
+		if b.idle.Load() {
+			idle = b.timeout
+		}
+		return n, classify(b.ctx, b.url, err, idle)
+	}
+	return n, err
+}
+
+func (b *httpBody) Close() error {
+	b.timer.Stop()
+	err := b.body.Close()
+	b.cancel()
+	return err
+}
+
+// classify turns a transport error into an *Error, deciding whether a retry
+// may help. idle > 0 says the idle timer of that length ended the request.
+// The caller's own cancellation never counts as temporary.
+func classify(ctx context.Context, shown string, err error, idle time.Duration) error {
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	if ctx.Err() != nil {
+		return &Error{URL: shown, Err: ctx.Err()}
+	}
+	if idle > 0 {
+		return &Error{URL: shown, Err: &timeoutError{fmt.Sprintf("no data received for %v", idle)}, Temporary: true}
+	}
+	// url.Error repeats the URL; Error names it already.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var re *redirectError
+	if errors.As(err, &re) {
+		return &Error{URL: shown, Err: re}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = fmt.Errorf("connection closed before the whole body arrived: %w", err)
+	}
+	return &Error{URL: shown, Err: err, Temporary: temporary(err)}
+}
+
+func temporary(err error) bool {
+	var ne net.Error
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF), // short read: body ended before Content-Length
+		errors.Is(err, io.EOF), // connection closed before a response
+		errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNABORTED),
+		errors.Is(err, syscall.ECONNREFUSED), // e.g. the server is restarting
+		errors.Is(err, syscall.EPIPE):
+		return true
+	case errors.As(err, &dns):
+		return dns.IsTimeout || dns.IsTemporary
+	case errors.As(err, &ne) && ne.Timeout():
+		return true
+	}
+	return false
+}
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// ErrTooLong is wrapped by the error for a body over the limit.
+var ErrTooLong = errors.New("body longer than the limit")
+
+type tooLongError struct{ limit int64 }
+
+func tooLong(limit int64) error { return &tooLongError{limit} }
+
+func (e *tooLongError) Error() string        { return fmt.Sprintf("longer than %d bytes", e.limit) }
+func (e *tooLongError) Is(target error) bool { return target == ErrTooLong }
+
+// limited enforces the size limit on any body.
+type limited struct {
+	r     io.Reader
+	c     io.Closer
+	url   string
+	limit int64 // < 0: none
+	n     int64
+	err   error // sticky once over the limit
+}
+
+func (l *limited) Read(p []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	if l.limit >= 0 {
+		if rest := l.limit - l.n; rest < int64(len(p)) {
+			// One byte past the limit is enough to know it is passed.
+			p = p[:rest+1]
+		}
+	}
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if l.limit >= 0 && l.n > l.limit {
+		n -= int(l.n - l.limit)
+		l.n = l.limit
+		l.err = &Error{URL: l.url, Err: tooLong(l.limit)}
+		return n, l.err
+	}
+	return n, err
+}
+
+func (l *limited) Close() error { return l.c.Close() }
+
+// openFile opens a file: URL. Only local paths are accepted.
+func openFile(ctx context.Context, u *url.URL, shown string, limit int64) (io.ReadCloser, error) {
+	if u.Host != "" && u.Host != "localhost" {
+		return nil, &Error{URL: shown, Err: fmt.Errorf("a file URL must name a local path (file:///path), not host %q", u.Host)}
+	}
+	if u.Path == "" || !strings.HasPrefix(u.Path, "/") {
+		return nil, &Error{URL: shown, Err: errors.New("a file URL needs an absolute path (file:///path)")}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{URL: shown, Err: err}
+	}
+	f, err := os.Open(u.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &Error{URL: shown, Err: fmt.Errorf("no such file %s: %w", u.Path, fs.ErrNotExist)}
+	}
+	if err != nil {
+		return nil, &Error{URL: shown, Err: err}
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, &Error{URL: shown, Err: err}
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &Error{URL: shown, Err: fmt.Errorf("%s is not a regular file", u.Path)}
+	}
+	if limit >= 0 && fi.Size() > limit {
+		f.Close()
+		return nil, &Error{URL: shown, Err: tooLong(limit)}
+	}
+	return &limited{r: &fileBody{f: f, ctx: ctx, url: shown}, c: f, url: shown, limit: limit}, nil
+}
+
+// fileBody stops reading once the caller's context is done.
+type fileBody struct {
+	f   *os.File
+	ctx context.Context
+	url string
+}
+
+func (b *fileBody) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, &Error{URL: b.url, Err: err}
+	}
+	n, err := b.f.Read(p)
+	if err != nil && err != io.EOF {
+		return n, &Error{URL: b.url, Err: err}
+	}
+	return n, err
+}
+
+// Error is a failed fetch. Its text names the URL, without user or
+// password, and the cause; never the body.
+type Error struct {
+	URL        string // as shown: userinfo removed
+	StatusCode int    // HTTP status, 0 if there was no response
+	Err        error
+	Temporary  bool // a 5xx, reset, timeout or short read: trying again may help
+}
+
+func (e *Error) Error() string {
+	cause := "failed"
+	switch {
+	case e.Err != nil:
+		cause = e.Err.Error()
+	case e.StatusCode != 0:
+		cause = fmt.Sprintf("server answered %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	}
+	return fmt.Sprintf("cannot fetch %s: %s", e.URL, cause)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Redact returns rawURL without its userinfo (user and password), for
+// messages and logs.
+func Redact(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil {
+		if u.User == nil {
+			return rawURL
+		}
+		u.User = nil
+		return u.String()
+	}
+	// Unparseable: cut whatever sits between "://" and an '@' in the
+	// authority.
+	if i := strings.Index(rawURL, "://"); i >= 0 {
+		rest := rawURL[i+3:]
+		end := strings.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+			return rawURL[:i+3] + rest[at+1:]
+		}
+	}
+	return rawURL
+}
