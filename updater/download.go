@@ -47,7 +47,8 @@ func retryable(err error) bool {
 		return false
 	}
 	var me *mismatchError
-	if errors.As(err, &me) {
+	if errors.As(err, &me) || errors.Is(err, fetch.ErrTooLong) {
+		// A body longer than the declared size is a wrong size: fetched again, like a bad hash.
 		return true
 	}
 	var fe *fetch.Error
