@@ -1,0 +1,382 @@
+// Package release is the publisher side of sdupdate: it turns a directory of agent files into a
+// published version that updaters can fetch.
+//
+// The output directory holds every version ever released beside the current manifest:
+//
+//	OUT/
+//	├── manifest.json          the current version's manifest (base_url "<V>/")
+//	├── manifest.json.minisig  its minisign signature (signed releases)
+//	├── 1.1.0/                 an earlier release, left as it was
+//	└── 1.2.0/                 this release: FROM's files at their relative paths
+//	    ├── agent.py
+//	    └── bin/sd-agent
+//
+// A run never changes a published version: it refuses when OUT/<V> exists. The files are copied
+// into OUT/.<V>.partial first and renamed to OUT/<V> only when all of them are written and
+// synced, and the manifest is replaced last, atomically, so that a server never offers a
+// manifest whose files are missing or half written. A leftover .partial directory from an
+// interrupted run is removed by the next run of the same version.
+package release
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"aead.dev/minisign"
+	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/sign"
+)
+
+// ManifestName is the manifest's file name in the output directory; the signature is
+// ManifestName + ".minisig".
+const ManifestName = "manifest.json"
+
+// ErrUsage is wrapped by every error caused by the arguments rather than by the files or the
+// system (a missing or bad --from, --out, --version or --expires), so a command line can tell
+// them apart with errors.Is.
+var ErrUsage = errors.New("invalid arguments")
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return ErrUsage }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Options describe one release.
+type Options struct {
+	From, Out, Version string
+	SignKey            string                 // minisign secret key file, read through fsys; "" = unsigned
+	Password           func() (string, error) // for an encrypted SignKey
+	Expires            time.Duration          // 0 = no expires field
+	Now                func() time.Time       // nil = time.Now
+}
+
+// Result describes what was published.
+type Result struct {
+	ManifestPath  string
+	SignaturePath string // "" when unsigned
+	Files         int
+	Bytes         int64
+	// EmptyDirs lists directories under From (relative slash paths) that hold no file and so
+	// cannot be part of the release: a manifest lists files only. Worth a warning.
+	EmptyDirs []string
+}
+
+// source is one regular file found under From.
+type source struct {
+	name string // manifest name (relative slash path)
+	path string // path in fsys
+	mode os.FileMode
+}
+
+// Run publishes From as version Version into Out.
+func Run(fsys afero.Fs, opts Options) (*Result, error) {
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	if err := checkOptions(fsys, &opts); err != nil {
+		return nil, err
+	}
+	versionDir := filepath.Join(opts.Out, opts.Version)
+	manifestPath := filepath.Join(opts.Out, ManifestName)
+	sigPath := manifestPath + ".minisig"
+
+	// Everything that can be refused is refused before anything is written.
+	var key *minisign.PrivateKey
+	if opts.SignKey != "" {
+		data, err := afero.ReadFile(fsys, opts.SignKey)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read secret key: %w", err)
+		}
+		k, err := sign.ParseSecretKey(data, opts.Password)
+		if err != nil {
+			return nil, fmt.Errorf("secret key %s: %w", opts.SignKey, err)
+		}
+		key = &k
+	} else if _, err := fsys.Stat(sigPath); err == nil {
+		// Left beside an unsigned manifest, the old signature would make every updater
+		// that has a PublicKey report a tampered manifest.
+		return nil, fmt.Errorf("%s exists from a signed release: sign this one too (--sign-key) or remove it first", sigPath)
+	}
+	if _, err := lstat(fsys, versionDir); err == nil {
+		return nil, fmt.Errorf("%s already exists: a published version is never changed, so release a new version (if an earlier run of this one was interrupted, remove it and run again)", versionDir)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("cannot check %s: %w", versionDir, err)
+	}
+	sources, emptyDirs, err := scan(fsys, opts.From)
+	if err != nil {
+		return nil, err
+	}
+
+	if err := fsys.MkdirAll(opts.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create %s: %w", opts.Out, err)
+	}
+	files, total, err := copyVersion(fsys, sources, opts.Out, opts.Version)
+	if err != nil {
+		return nil, err
+	}
+
+	m := &manifest.Manifest{Version: opts.Version, BaseURL: opts.Version + "/", Files: files}
+	if opts.Expires > 0 {
+		m.Expires = now().Add(opts.Expires).UTC().Truncate(time.Second)
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("cannot write manifest: %w", err)
+	}
+	res := &Result{ManifestPath: manifestPath, Files: len(files), Bytes: total, EmptyDirs: emptyDirs}
+	if key != nil {
+		sig := sign.Sign(*key, data, sign.TrustedComment(ManifestName, now()))
+		// The signature goes first and the manifest last: the manifest is what makes the
+		// new version live.
+		if err := fsutil.WriteFileAtomic(fsys, sigPath, sig, 0o644); err != nil {
+			return nil, fmt.Errorf("cannot write signature: %w", err)
+		}
+		res.SignaturePath = sigPath
+	}
+	if err := fsutil.WriteFileAtomic(fsys, manifestPath, data, 0o644); err != nil {
+		return nil, fmt.Errorf("cannot write manifest: %w", err)
+	}
+	return res, nil
+}
+
+// checkOptions refuses bad arguments with errors wrapping ErrUsage.
+func checkOptions(fsys afero.Fs, opts *Options) error {
+	switch {
+	case opts.From == "":
+		return usagef("no source directory given (--from)")
+	case opts.Out == "":
+		return usagef("no output directory given (--out)")
+	case opts.Version == "":
+		return usagef("no version given (--version)")
+	case opts.Expires < 0:
+		return usagef("expiry %s is negative (--expires)", opts.Expires)
+	}
+	if _, err := manifest.CompareVersions(opts.Version, opts.Version); err != nil {
+		return usagef("bad version (--version): %v", err)
+	}
+	// The version names a directory in Out and base_url: one plain path segment.
+	if err := manifest.ValidateName(opts.Version); err != nil || strings.Contains(opts.Version, "/") {
+		return usagef("version %q cannot be used as a directory name (--version)", opts.Version)
+	}
+
+	info, err := fsys.Stat(opts.From)
+	if errors.Is(err, os.ErrNotExist) {
+		return usagef("source directory %s does not exist (--from)", opts.From)
+	} else if err != nil {
+		return fmt.Errorf("cannot read source directory %s: %w", opts.From, err)
+	}
+	if !info.IsDir() {
+		return usagef("source %s is not a directory (--from)", opts.From)
+	}
+	if _, ok := fsys.(*afero.OsFs); ok {
+		// Walk would not enter a From that is itself a symlink to a directory.
+		if resolved, err := filepath.EvalSymlinks(opts.From); err == nil {
+			opts.From = resolved
+		}
+	}
+	if inside(opts.From, opts.Out) {
+		return usagef("output directory %s is inside the source directory %s: the release would copy itself", opts.Out, opts.From)
+	}
+	return nil
+}
+
+// inside reports whether path is dir or below it.
+func inside(dir, path string) bool {
+	absDir, err1 := filepath.Abs(dir)
+	absPath, err2 := filepath.Abs(path)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(absDir, absPath)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+func lstat(fsys afero.Fs, path string) (os.FileInfo, error) {
+	if l, ok := fsys.(afero.Lstater); ok {
+		info, _, err := l.LstatIfPossible(path)
+		return info, err
+	}
+	return fsys.Stat(path)
+}
+
+// scan lists the regular files under from, sorted by name, and refuses anything a manifest
+// cannot carry faithfully: symlinks, special files, names the contract refuses, and modes
+// beyond permission bits. It also returns the directories that hold no file.
+func scan(fsys afero.Fs, from string) ([]source, []string, error) {
+	var sources []source
+	var dirs []string
+	err := afero.Walk(fsys, from, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return fmt.Errorf("cannot read %s: %w", path, err)
+		}
+		rel, err := filepath.Rel(from, path)
+		if err != nil {
+			return fmt.Errorf("cannot make %s relative to %s: %w", path, from, err)
+		}
+		if rel == "." {
+			return nil
+		}
+		name := filepath.ToSlash(rel)
+		switch t := info.Mode().Type(); {
+		case t == os.ModeDir:
+			dirs = append(dirs, name)
+			return nil
+		case t == os.ModeSymlink:
+			return fmt.Errorf("%s is a symlink: a release holds regular files only (copy the file it points to, or remove it)", path)
+		case t != 0:
+			return fmt.Errorf("%s is a %s, not a regular file: a release holds regular files only", path, kind(t))
+		}
+		if err := manifest.ValidateName(name); err != nil {
+			return fmt.Errorf("%s cannot be published: %w", path, err)
+		}
+		if special := info.Mode() & (os.ModeSetuid | os.ModeSetgid | os.ModeSticky); special != 0 {
+			return fmt.Errorf("%s has mode %v: a manifest carries permission bits only, so clear the setuid/setgid/sticky bit (chmod u-s,g-s,-t)", path, info.Mode())
+		}
+		sources = append(sources, source{name: name, path: path, mode: info.Mode().Perm()})
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(sources) == 0 {
+		return nil, nil, fmt.Errorf("%s holds no files to release", from)
+	}
+	// Walk visits a directory's entries in lexical order of their own names, which is not
+	// the byte order of the full names ("a.b" < "a/b" but "a" is walked first); the manifest
+	// lists files by full name.
+	sort.Slice(sources, func(i, j int) bool { return sources[i].name < sources[j].name })
+	holding := map[string]bool{}
+	for _, s := range sources {
+		for d := s.name; strings.Contains(d, "/"); {
+			d = d[:strings.LastIndexByte(d, '/')]
+			if holding[d] {
+				break
+			}
+			holding[d] = true
+		}
+	}
+	var empty []string
+	for _, d := range dirs {
+		if !holding[d] {
+			empty = append(empty, d)
+		}
+	}
+	return sources, empty, nil
+}
+
+func kind(t os.FileMode) string {
+	switch {
+	case t&os.ModeNamedPipe != 0:
+		return "named pipe"
+	case t&os.ModeSocket != 0:
+		return "socket"
+	case t&os.ModeCharDevice != 0:
+		return "character device"
+	case t&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
+
+// copyVersion copies sources into out/.<version>.partial, syncs everything and renames it to
+// out/<version>. It returns the manifest entries, hashed from the bytes actually written.
+func copyVersion(fsys afero.Fs, sources []source, out, version string) ([]manifest.File, int64, error) {
+	final := filepath.Join(out, version)
+	partial := filepath.Join(out, "."+version+".partial")
+	if err := fsys.RemoveAll(partial); err != nil {
+		return nil, 0, fmt.Errorf("cannot remove the leftover %s of an interrupted release: %w", partial, err)
+	}
+	if err := fsys.Mkdir(partial, 0o755); err != nil {
+		return nil, 0, fmt.Errorf("cannot create %s: %w", partial, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			_ = fsys.RemoveAll(partial)
+		}
+	}()
+
+	dirs := map[string]bool{partial: true}
+	files := make([]manifest.File, 0, len(sources))
+	var total int64
+	for _, s := range sources {
+		dst := filepath.Join(partial, filepath.FromSlash(s.name))
+		if dir := filepath.Dir(dst); !dirs[dir] {
+			if err := fsys.MkdirAll(dir, 0o755); err != nil {
+				return nil, 0, fmt.Errorf("cannot create %s: %w", dir, err)
+			}
+			for d := dir; d != partial && !dirs[d]; d = filepath.Dir(d) {
+				dirs[d] = true
+			}
+		}
+		sum, size, err := copyFile(fsys, s.path, dst, s.mode)
+		if err != nil {
+			return nil, 0, err
+		}
+		files = append(files, manifest.File{Name: s.name, SHA256: sum, Size: size, Mode: s.mode, HasMode: true})
+		total += size
+	}
+	// New directory entries must be durable before the rename publishes them.
+	for d := range dirs {
+		if err := fsutil.SyncDir(fsys, d); err != nil {
+			return nil, 0, err
+		}
+	}
+	if err := fsys.Rename(partial, final); err != nil {
+		return nil, 0, fmt.Errorf("cannot rename %s to %s: %w", partial, final, err)
+	}
+	done = true
+	if err := fsutil.SyncDir(fsys, out); err != nil {
+		return nil, 0, err
+	}
+	return files, total, nil
+}
+
+// copyFile streams src to a new file dst with mode, fsyncs it, and returns the sha256 and size
+// of what was written.
+func copyFile(fsys afero.Fs, src, dst string, mode os.FileMode) (string, int64, error) {
+	in, err := fsys.Open(src)
+	if err != nil {
+		return "", 0, fmt.Errorf("cannot open %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := fsys.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return "", 0, fmt.Errorf("cannot create %s: %w", dst, err)
+	}
+	h := sha256.New()
+	size, err := io.Copy(io.MultiWriter(out, h), in)
+	if err != nil {
+		out.Close()
+		return "", 0, fmt.Errorf("cannot copy %s to %s: %w", src, dst, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return "", 0, fmt.Errorf("cannot sync %s: %w", dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return "", 0, fmt.Errorf("cannot close %s: %w", dst, err)
+	}
+	// The umask narrowed the mode given to OpenFile; the published file must carry exactly
+	// the mode the manifest records.
+	if err := fsys.Chmod(dst, mode); err != nil {
+		return "", 0, fmt.Errorf("cannot set mode of %s: %w", dst, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), size, nil
+}
