@@ -125,7 +125,10 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 		if err != nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("refusing %q: %w", f.Name, err))
 		}
-		c := Change{File: f, Mode: 0o644, UID: rootUID, GID: rootGID, HasOwner: rootHasOwner, Add: !exists}
+		c := Change{File: f, Mode: manifest.DefaultMode, UID: rootUID, GID: rootGID, HasOwner: rootHasOwner, Add: !exists}
+		// A modern manifest's missing mode means 0644; only the legacy form, which never had
+		// modes, keeps the mode of the file it replaces.
+		keepMode := next.Legacy && !f.HasMode
 		if f.HasMode {
 			c.Mode = f.Mode
 		}
@@ -135,7 +138,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 				return nil, err
 			}
 			c.UID, c.GID, c.HasOwner = have.uid, have.gid, have.hasOwner
-			if !f.HasMode {
+			if keepMode {
 				c.Mode = have.mode
 			}
 			same := have.sha256 == f.SHA256 && have.size == f.Size

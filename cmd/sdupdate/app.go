@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/afero"
+	"golang.org/x/sys/unix"
+
+	"github.com/sdupdate/sdupdate/config"
+	"github.com/sdupdate/sdupdate/fetch"
+	"github.com/sdupdate/sdupdate/lock"
+	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/sign"
+	"github.com/sdupdate/sdupdate/systemd"
+	"github.com/sdupdate/sdupdate/updater"
+)
+
+// app is one command's wiring: the configuration, the engine on the real filesystem, and the
+// real fetcher, verifier and agent gate.
+type app struct {
+	g      *globalOptions
+	cfg    *config.Config
+	log    *logrus.Logger
+	engine *updater.Engine
+	agent  *lazyAgent
+}
+
+func newApp(g *globalOptions) (*app, error) {
+	log := logging.New(logging.Options{Stderr: g.stderr, Verbose: g.verbose})
+	fs := afero.NewOsFs()
+	cfg, err := config.Load(fs, g.configPath)
+	if err != nil {
+		return nil, err
+	}
+	a := &app{g: g, cfg: cfg, log: log}
+	e := &updater.Engine{
+		Fs:        fs,
+		Config:    cfg,
+		Fetcher:   fetch.New(cfg.Timeout),
+		Log:       log,
+		Notify:    systemd.Notifier{}.Status,
+		FreeSpace: freeSpace,
+		Out:       g.stdout,
+	}
+	if len(cfg.PublicKeys) > 0 {
+		v, err := sign.NewVerifier(cfg.PublicKeys)
+		if err != nil {
+			return nil, &config.Error{File: cfg.Files[0], Section: "Source", Key: "PublicKey", Msg: err.Error()}
+		}
+		e.Verifier = v
+	}
+	if cfg.Unit != "" {
+		a.agent = &lazyAgent{cfg: cfg, log: log}
+		e.Agent = a.agent
+	}
+	if isTerminal(g.stderr) {
+		e.NewProgress = func(files int, bytes int64) updater.Progress {
+			return &bar{progressbar.DefaultBytes(bytes, fmt.Sprintf("downloading %d files", files))}
+		}
+	}
+	a.engine = e
+	return a, nil
+}
+
+func (a *app) close() {
+	if a.agent != nil {
+		a.agent.close()
+	}
+}
+
+// exclusive runs fn holding the lock, after finishing or undoing an interrupted run. A second
+// command fails at once.
+func (a *app) exclusive(ctx context.Context, fn func() error) error {
+	lk, err := lock.Acquire(updater.LockPath(a.cfg))
+	if err != nil {
+		return err
+	}
+	defer lk.Release()
+	if _, err := a.engine.Recover(ctx); err != nil {
+		return err
+	}
+	return fn()
+}
+
+// shared runs a read-only command. It recovers an interrupted run first when it can take the
+// lock; when another sdupdate holds it, that run is live, so it only reads.
+func (a *app) shared(ctx context.Context, fn func() error) error {
+	lk, err := lock.Acquire(updater.LockPath(a.cfg))
+	if err != nil {
+		var held *lock.HeldError
+		if errors.As(err, &held) {
+			a.log.Debugf("%v; reading without recovering", err)
+		} else {
+			a.log.WithError(err).Debug("cannot take the lock; reading without recovering")
+		}
+		return fn()
+	}
+	defer lk.Release()
+	if _, err := a.engine.Recover(ctx); err != nil {
+		return err
+	}
+	return fn()
+}
+
+func freeSpace(path string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+type bar struct{ b *progressbar.ProgressBar }
+
+func (b *bar) Add(n int64) { _ = b.b.Add64(n) }
+func (b *bar) Done()       { _ = b.b.Finish(); fmt.Fprintln(os.Stderr) }
+
+// lazyAgent dials D-Bus only when the agent is first needed, so commands that never touch the
+// agent work without systemd, and a missing bus is reported as what it is.
+type lazyAgent struct {
+	cfg  *config.Config
+	log  *logrus.Logger
+	once sync.Once
+	gate *systemd.Gate
+	conn systemd.Conn
+	err  error
+}
+
+func (l *lazyAgent) get(ctx context.Context) (*systemd.Gate, error) {
+	l.once.Do(func() {
+		conn, err := systemd.Dial(ctx)
+		if err != nil {
+			l.err = err
+			return
+		}
+		l.conn = conn
+		l.gate = &systemd.Gate{
+			Unit:          l.cfg.Unit,
+			StartTimeout:  l.cfg.StartTimeout,
+			Settle:        l.cfg.Settle,
+			HealthCommand: l.cfg.HealthCommand,
+			Conn:          conn,
+			Log:           logrus.NewEntry(l.log),
+			Notify:        systemd.Notifier{}.Status,
+		}
+	})
+	return l.gate, l.err
+}
+
+func (l *lazyAgent) Active(ctx context.Context) (bool, error) {
+	g, err := l.get(ctx)
+	if err != nil {
+		return false, err
+	}
+	return g.Active(ctx)
+}
+
+func (l *lazyAgent) State(ctx context.Context) (string, error) {
+	g, err := l.get(ctx)
+	if err != nil {
+		return "", err
+	}
+	return g.State(ctx)
+}
+
+func (l *lazyAgent) RestartAndWait(ctx context.Context, log *logrus.Entry) error {
+	g, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	g.Log = log
+	return g.RestartAndWait(ctx)
+}
+
+func (l *lazyAgent) close() {
+	if l.conn != nil {
+		l.conn.Close()
+	}
+}
