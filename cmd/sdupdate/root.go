@@ -114,6 +114,17 @@ the agent over D-Bus and rolls back by itself if it does not come up.` + exitSta
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", config.DefaultPath, "configuration file (its drop-ins are FILE.d/*.conf)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log more detail")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	// Without a command, or with an unknown one, the answer is the usage and exit 2.
+	root.Args = func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return &usageError{fmt.Errorf("unknown command %q", args[0])}
+		}
+		return nil
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		_ = cmd.Usage()
+		return &usageError{fmt.Errorf("a command is required")}
+	}
 	root.AddCommand(
 		newUpdateCommand(g),
 		newCheckCommand(g),
