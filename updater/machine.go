@@ -28,6 +28,9 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 			case e.Agent == nil:
 				log.WithField(logging.FieldPhase, "restart").Infof("version %s is installed; Unit= is empty, so restart the agent yourself", rec.To)
 				next, rec.Outcome = PhaseDone, OutcomeUpdated
+			case len(rec.Ops) == 0:
+				log.WithField(logging.FieldPhase, "restart").Infof("no file changed, so %s was not restarted", e.Config.Unit)
+				next, rec.Outcome = PhaseDone, OutcomeUpdated
 			case !rec.UnitWasActive:
 				log.WithField(logging.FieldPhase, "restart").Infof("agent unit %s was not active before the update, so it was left stopped; start it when you are ready", e.Config.Unit)
 				next, rec.Outcome = PhaseDone, OutcomeUpdated

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 
 	"github.com/schollz/progressbar/v3"
@@ -119,7 +118,7 @@ func freeSpace(path string) (uint64, error) {
 type bar struct{ b *progressbar.ProgressBar }
 
 func (b *bar) Add(n int64) { _ = b.b.Add64(n) }
-func (b *bar) Done()       { _ = b.b.Finish(); fmt.Fprintln(os.Stderr) }
+func (b *bar) Done()       { _ = b.b.Finish() }
 
 // lazyAgent dials D-Bus only when the agent is first needed, so commands that never touch the
 // agent work without systemd, and a missing bus is reported as what it is.
