@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -138,6 +139,8 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	}
 	same, err := fsutil.CanRenameBetween(e.Fs, l.state, l.install)
 	if err != nil {
+		// A probe that could not be removed must not stay in the operator's directory.
+		e.removeStaleProbes(l)
 		return nil, err
 	}
 	l.work = l.state
@@ -151,6 +154,38 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	l.snapshots = filepath.Join(l.work, "snapshots")
 	e.lay = l
 	return l, nil
+}
+
+// probePattern matches the files fsutil.CanRenameBetween renames from the state directory into
+// the install directory and removes again.
+var probePattern = regexp.MustCompile(`^\.sdupdate-[0-9a-f]{12}-probe$`)
+
+// removeStaleProbes removes rename probes left in the install or state directory by a run that
+// was killed (or whose removal failed) between creating and removing one: they are ours, and
+// the install directory must hold exactly the agent's files and the operator's. It runs where
+// the lock is held (recovery) or where our own probe just failed: a probe lives for microseconds,
+// and a read-only command probing at that instant would at worst fail and be run again.
+func (e *Engine) removeStaleProbes(l *layout) {
+	for _, dir := range []string{l.install, l.state} {
+		names, err := readDirNames(e, dir)
+		if err != nil {
+			continue
+		}
+		removed := false
+		for _, n := range names {
+			if !probePattern.MatchString(n) {
+				continue
+			}
+			if err := e.Fs.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				e.Log.WithError(err).Warnf("cannot remove rename probe %s", filepath.Join(dir, n))
+				continue
+			}
+			removed = true
+		}
+		if removed {
+			_ = fsutil.SyncDir(e.Fs, dir)
+		}
+	}
 }
 
 func (e *Engine) journal(l *layout) journal { return journal{fs: e.Fs, path: l.txn} }

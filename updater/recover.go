@@ -83,9 +83,10 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-// cleanupStale removes garbage of crashed runs that no journal refers to: staging directories
-// and incomplete snapshots.
+// cleanupStale removes garbage of crashed runs that no journal refers to: staging directories,
+// incomplete snapshots and rename probes.
 func (e *Engine) cleanupStale(l *layout, keep *Record) {
+	e.removeStaleProbes(l)
 	for _, staging := range e.stagingDirs(l) {
 		entries, err := readDirNames(e, staging)
 		if err != nil {
