@@ -1,0 +1,591 @@
+package updater
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/config"
+	"github.com/sdupdate/sdupdate/faultfs"
+	"github.com/sdupdate/sdupdate/fsutil"
+)
+
+// The crash fixture: from 1.0.0 to 1.1.0 one file changes, one changes mode only, one is
+// unchanged, one is removed (and its directory with it) and one is added in a new nested
+// directory. config.cfg is the operator's and no manifest lists it.
+const (
+	oldVersion = "1.0.0"
+	newVersion = "1.1.0"
+	mixed      = "mixed"
+)
+
+var (
+	crashV1 = map[string]agentFile{
+		"agent.py":       {data: "print('agent 1.0.0')\n"},
+		"bin/sd-agent":   {data: "#!/bin/sh\nexec python3 agent.py\n", mode: 0o755},
+		"lib/common.py":  {data: "common = 1\n"},
+		"plugins/old.py": {data: "old plugin\n"},
+	}
+	crashV2 = map[string]agentFile{
+		"agent.py":                  {data: "print('agent 1.1.0')\n"},
+		"bin/sd-agent":              {data: "#!/bin/sh\nexec python3 agent.py\n", mode: 0o700},
+		"lib/common.py":             {data: "common = 1\n"},
+		"lib/ext/collectors/new.py": {data: "new in 1.1.0\n"},
+	}
+)
+
+// versionOfTree names the version the install holds, or "mixed" when it is neither exactly.
+func versionOfTree(t *testing.T, fsys afero.Fs) string {
+	t.Helper()
+	got := fmt.Sprint(tree(t, fsys, installDir))
+	switch got {
+	case fmt.Sprint(want(crashV1, untracked)):
+		return oldVersion
+	case fmt.Sprint(want(crashV2, untracked)):
+		return newVersion
+	}
+	return mixed
+}
+
+// crashConfig downloads one file at a time so that the n-th filesystem operation is the same
+// one on every run and a failing N can be replayed.
+func crashConfig(s *site) *config.Config {
+	c := testConfig(s)
+	c.Parallel = 1
+	return c
+}
+
+// versionAgent is an agent unit that runs whatever agent.py is installed when it is restarted.
+// The version whose agent.py is bad never comes up. It lives outside the machine's disk, so it
+// survives a simulated crash like a real unit survives sdupdate being killed.
+type versionAgent struct {
+	mu       sync.Mutex
+	fs       afero.Fs
+	bad      string // agent.py content that crashes on start; "" = every version is healthy
+	running  string // agent.py content of the running agent; "" = not running
+	restarts int
+}
+
+func (a *versionAgent) Active(context.Context) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.running != "", nil
+}
+
+func (a *versionAgent) State(ctx context.Context) (string, error) {
+	if ok, _ := a.Active(ctx); ok {
+		return "active (running)", nil
+	}
+	return "failed", nil
+}
+
+func (a *versionAgent) RestartAndWait(context.Context, *logrus.Entry) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.restarts++
+	data, err := afero.ReadFile(a.fs, installDir+"/agent.py")
+	if err != nil {
+		a.running = ""
+		return fmt.Errorf("agent cannot start: %w", err)
+	}
+	if a.bad != "" && string(data) == a.bad {
+		a.running = ""
+		return errors.New("agent exited with status 1 while settling")
+	}
+	a.running = string(data)
+	return nil
+}
+
+func (a *versionAgent) runs() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch a.running {
+	case crashV1["agent.py"].data:
+		return oldVersion
+	case crashV2["agent.py"].data:
+		return newVersion
+	case "":
+		return "nothing"
+	}
+	return mixed
+}
+
+// sweepCase is one operation swept by fault injection.
+type sweepCase struct {
+	name string
+	// agent: nil for Unit= empty; otherwise the agent of a fresh machine on fsys.
+	agent func(fsys afero.Fs) *versionAgent
+	// prepare brings a fresh machine (healthy fs) to the starting version; site serves the
+	// version the operation goes to when it returns.
+	prepare func(t *testing.T, s *site, e *Engine)
+	act     func(ctx context.Context, e *Engine) (*Result, error)
+	// start is the version before the operation, done the one after an uninterrupted run, and
+	// doneCode that run's exit status.
+	start, done string
+	doneCode    int
+	// settled lists the versions allowed after recovery.
+	settled []string
+}
+
+func installCrashV1(t *testing.T, s *site, e *Engine) {
+	t.Helper()
+	if err := afero.WriteFile(e.Fs, installDir+"/config.cfg", []byte("key=secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, oldVersion, crashV1)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatalf("install %s: %v", oldVersion, err)
+	}
+	if v := versionOfTree(t, e.Fs); v != oldVersion {
+		t.Fatalf("install of %s gave a %s tree", oldVersion, v)
+	}
+}
+
+func update(ctx context.Context, e *Engine) (*Result, error) { return e.Update(ctx, UpdateOptions{}) }
+
+var sweepCases = []sweepCase{
+	{
+		name: "update, Unit= empty",
+		prepare: func(t *testing.T, s *site, e *Engine) {
+			installCrashV1(t, s, e)
+			s.publish(t, newVersion, crashV2)
+		},
+		act: update, start: oldVersion, done: newVersion, doneCode: CodeOK,
+		settled: []string{oldVersion, newVersion},
+	},
+	{
+		name:  "update, agent healthy",
+		agent: func(fsys afero.Fs) *versionAgent { return &versionAgent{fs: fsys} },
+		prepare: func(t *testing.T, s *site, e *Engine) {
+			installCrashV1(t, s, e)
+			s.publish(t, newVersion, crashV2)
+		},
+		act: update, start: oldVersion, done: newVersion, doneCode: CodeOK,
+		settled: []string{oldVersion, newVersion},
+	},
+	{
+		// The new agent never comes up, so every run ends in a rollback: the sweep covers the
+		// rollback path, and after recovery only the old version is acceptable.
+		name: "update, new agent fails",
+		agent: func(fsys afero.Fs) *versionAgent {
+			return &versionAgent{fs: fsys, bad: crashV2["agent.py"].data}
+		},
+		prepare: func(t *testing.T, s *site, e *Engine) {
+			installCrashV1(t, s, e)
+			s.publish(t, newVersion, crashV2)
+		},
+		act: update, start: oldVersion, done: oldVersion, doneCode: CodeRolledBack,
+		settled: []string{oldVersion},
+	},
+	{
+		name:  "rollback, agent healthy",
+		agent: func(fsys afero.Fs) *versionAgent { return &versionAgent{fs: fsys} },
+		prepare: func(t *testing.T, s *site, e *Engine) {
+			installCrashV1(t, s, e)
+			s.publish(t, newVersion, crashV2)
+			if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+				t.Fatalf("update to %s: %v", newVersion, err)
+			}
+		},
+		act:   func(ctx context.Context, e *Engine) (*Result, error) { return e.Rollback(ctx, "") },
+		start: newVersion, done: oldVersion, doneCode: CodeOK,
+		settled: []string{oldVersion, newVersion},
+	},
+}
+
+// memFs is an in-memory disk that says it has no hard links the way fsutil.LinkOrCopy
+// understands (faultfs alone answers os.ErrInvalid for a MemMapFs, which fsutil does not take
+// for "copy instead"), so snapshots are copies, as on a filesystem without hard links.
+type memFs struct{ afero.Fs }
+
+func (memFs) Link(oldname, newname string) error {
+	return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fsutil.ErrNoHardLinks}
+}
+
+func newMemFs() afero.Fs { return memFs{afero.NewMemMapFs()} }
+
+// freshMachine is a new in-memory machine prepared by c, with its agent (nil for Unit= empty).
+func freshMachine(t *testing.T, c sweepCase, s *site) (afero.Fs, *versionAgent, *config.Config) {
+	t.Helper()
+	fsys := newMemFs()
+	cfg := crashConfig(s)
+	var agent *versionAgent
+	if c.agent != nil {
+		cfg.Unit = "sd-agent.service"
+		agent = c.agent(fsys)
+		// The agent runs before sdupdate ever does: nothing is installed, but it is "up".
+		agent.running = "preinstalled"
+	}
+	e := newEngine(fsys, cfg, nil)
+	if agent != nil {
+		e.Agent = agent
+		bad := agent.bad
+		agent.bad = "" // the starting version must come up
+		c.prepare(t, s, e)
+		agent.bad = bad
+	} else {
+		c.prepare(t, s, e)
+	}
+	if v := versionOfTree(t, fsys); v != c.start {
+		t.Fatalf("prepared machine holds %s, want %s", v, c.start)
+	}
+	return fsys, agent, cfg
+}
+
+func engineOn(fsys afero.Fs, cfg *config.Config, agent *versionAgent) *Engine {
+	e := newEngine(fsys, cfg, nil)
+	if agent != nil {
+		e.Agent = agent
+	}
+	return e
+}
+
+// settledState checks what an operator checks after the machine came back: the tree is exactly
+// one version, installed.json names it and every file matches it, no journal and no staged file
+// remain, and no incomplete snapshot is left. It returns the version.
+func settledState(t *testing.T, e *Engine, allowed []string) string {
+	t.Helper()
+	v := versionOfTree(t, e.Fs)
+	ok := false
+	for _, a := range allowed {
+		ok = ok || v == a
+	}
+	if !ok {
+		t.Errorf("install is %s, want one of %v:\n%v", v, allowed, tree(t, e.Fs, installDir))
+	}
+	installed, mismatches, err := e.Verify(context.Background())
+	if err != nil || len(mismatches) > 0 || installed != v {
+		t.Errorf("verify: installed.json says %q, tree is %s, mismatches %v, err %v", installed, v, mismatches, err)
+	}
+	noLeftovers(t, e.Fs)
+	if incomplete := incompleteSnapshots(t, e.Fs); len(incomplete) > 0 {
+		t.Errorf("incomplete snapshots left: %v", incomplete)
+	}
+	return v
+}
+
+func incompleteSnapshots(t *testing.T, fsys afero.Fs) []string {
+	t.Helper()
+	dir := filepath.Join(stateDir, "snapshots")
+	entries, _ := afero.ReadDir(fsys, dir)
+	var out []string
+	for _, en := range entries {
+		if ok, _ := afero.Exists(fsys, filepath.Join(dir, en.Name(), "meta.json")); !ok {
+			out = append(out, en.Name())
+		}
+	}
+	return out
+}
+
+// journalPhase is the phase the journal on fsys records, or "" when there is none.
+func journalPhase(t *testing.T, fsys afero.Fs) Phase {
+	t.Helper()
+	data, err := afero.ReadFile(fsys, filepath.Join(stateDir, "txn.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("journal does not parse after a crash: %v", err)
+	}
+	return r.Phase
+}
+
+// tally counts outcomes for the log.
+type tally map[string]int
+
+func (c tally) String() string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestFaultSweep fails the 1st, 2nd, 3rd … mutating filesystem operation of an update (or
+// rollback), once as a transient error and once as a power loss, until a run completes
+// untouched. After every failure the engine's own answer is checked, then the machine is
+// "rebooted" (a fresh Engine on what reached the disk) and recovered: the install must be
+// exactly one version, and a following update must work.
+func TestFaultSweep(t *testing.T) {
+	for _, c := range sweepCases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, crash := range []bool{false, true} {
+				mode := map[bool]string{false: "transient", true: "crash"}[crash]
+				t.Run(mode, func(t *testing.T) { sweep(t, c, crash) })
+			}
+		})
+	}
+}
+
+func sweep(t *testing.T, c sweepCase, crash bool) {
+	s := newSite(t)
+	ctx := context.Background()
+	immediate, recovered, phases := tally{}, tally{}, tally{}
+	for n := 1; ; n++ {
+		base, agent, cfg := freshMachine(t, c, s)
+		ffs := faultfs.New(base)
+		ffs.FailAt(n, crash)
+		_, err := c.act(ctx, engineOn(ffs, cfg, agent))
+		code := ExitCode(err)
+		if !ffs.Failed() {
+			// The first N past the last operation: an untouched run.
+			if code != c.doneCode {
+				t.Fatalf("untouched run: exit %d (%v), want %d", code, err, c.doneCode)
+			}
+			if v := settledState(t, engineOn(base, cfg, agent), []string{c.done}); v != c.done {
+				t.Fatalf("untouched run left %s", v)
+			}
+			t.Logf("swept N = 1..%d (%d operations); right after the failure: %v; journal phase at the failure: %v; after recovery: %v",
+				n-1, ffs.Ops(), immediate, phases, recovered)
+			return
+		}
+		if n > 5000 {
+			t.Fatal("the sweep does not end: more than 5000 operations")
+		}
+		if p := journalPhase(t, base); p != "" {
+			phases[string(p)]++
+		} else {
+			phases["none"]++
+		}
+		now := versionOfTree(t, base)
+		immediate[fmt.Sprintf("exit %d %s", code, now)]++
+		if !crash {
+			// One failed operation: the engine's own error path must keep its promise.
+			switch code {
+			case CodeOK:
+				if now != c.done {
+					t.Errorf("N=%d: exit 0 but the install is %s, want %s", n, now, c.done)
+				}
+			case CodeFailed:
+				if now != c.start {
+					t.Errorf("N=%d: exit 1 (%v) but the install is %s, want it unchanged (%s)", n, err, now, c.start)
+				}
+			case CodeRolledBack:
+				if now != oldVersion {
+					t.Errorf("N=%d: exit 3 (%v) but the install is %s, want %s", n, err, now, oldVersion)
+				}
+			case CodeOperator:
+				// The engine asks for recovery; what recovery does is checked below.
+			default:
+				t.Errorf("N=%d: exit %d (%v)", n, code, err)
+			}
+		}
+
+		// Reboot: a new process on what reached the disk.
+		re := engineOn(base, cfg, agent)
+		if _, err := re.Recover(ctx); err != nil {
+			t.Errorf("N=%d: recover: %v", n, err)
+		}
+		v := settledState(t, re, c.settled)
+		recovered[v]++
+		// The agent runs the code that is installed: a version never restarted into still
+		// runs the old code, which is then what the tree holds.
+		if agent != nil && agent.runs() != v {
+			t.Errorf("N=%d: install is %s but the agent runs %s", n, v, agent.runs())
+		}
+
+		// And the machine is usable: an update to the new version goes through.
+		if agent != nil {
+			agent.bad = ""
+		}
+		if _, err := re.Update(ctx, UpdateOptions{}); err != nil {
+			t.Errorf("N=%d: update after recovery: %v", n, err)
+		}
+		if v := settledState(t, re, []string{newVersion}); v != newVersion {
+			t.Errorf("N=%d: update after recovery left %s", n, v)
+		}
+		if t.Failed() {
+			t.Fatalf("stopped at N=%d (crash=%v): the run returned exit %d: %v", n, crash, code, err)
+		}
+	}
+}
+
+// cloneFs copies a machine's disk, so one interrupted state can be recovered many times.
+func cloneFs(t *testing.T, src afero.Fs) afero.Fs {
+	t.Helper()
+	dst := newMemFs()
+	err := afero.Walk(src, "/", func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			if err := dst.MkdirAll(p, 0o700); err != nil {
+				return err
+			}
+			return dst.Chmod(p, fi.Mode().Perm())
+		}
+		data, err := afero.ReadFile(src, p)
+		if err != nil {
+			return err
+		}
+		if err := afero.WriteFile(dst, p, data, fi.Mode().Perm()); err != nil {
+			return err
+		}
+		return dst.Chmod(p, fi.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// interruptedIn crashes runs of c at N = 1, 2, … and returns the first disk whose journal is in
+// phase and whose tree is a mix of both versions: the hardest state to recover from. The agent
+// of that machine is returned too.
+func interruptedIn(t *testing.T, c sweepCase, s *site, phase Phase) (afero.Fs, *versionAgent, *config.Config) {
+	t.Helper()
+	for n := 1; n < 5000; n++ {
+		base, agent, cfg := freshMachine(t, c, s)
+		ffs := faultfs.New(base)
+		ffs.FailAt(n, true)
+		_, _ = c.act(context.Background(), engineOn(ffs, cfg, agent))
+		if !ffs.Failed() {
+			break
+		}
+		if journalPhase(t, base) == phase && versionOfTree(t, base) == mixed {
+			t.Logf("a crash at operation %d leaves phase %s with a mixed tree", n, phase)
+			return base, agent, cfg
+		}
+	}
+	t.Fatalf("no crash of %q leaves phase %s with a mixed tree", c.name, phase)
+	return nil, nil, nil
+}
+
+// TestRecoveryIsIdempotent crashes Recover itself at every operation, once and twice in a
+// row, on a journal left mid-apply and one left mid-rollback: the next Recover must still end
+// in exactly the old version (both phases are undone, see recover.go), with the agent running
+// it.
+func TestRecoveryIsIdempotent(t *testing.T) {
+	cases := []struct {
+		name  string
+		c     sweepCase
+		phase Phase
+	}{
+		{"applying", sweepCases[1], PhaseApplying},
+		{"rolling-back", sweepCases[2], PhaseRollingBack},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSite(t)
+			ctx := context.Background()
+			state, agent0, cfg := interruptedIn(t, tc.c, s, tc.phase)
+			for _, crashes := range []int{1, 2} {
+				swept := 0
+				for n := 1; ; n++ {
+					fsys := cloneFs(t, state)
+					agent := &versionAgent{fs: fsys, bad: agent0.bad, running: agent0.running}
+					reached := false
+					for i := 0; i < crashes; i++ {
+						ffs := faultfs.New(fsys)
+						ffs.FailAt(n, true)
+						_, _ = engineOn(ffs, cfg, agent).Recover(ctx)
+						reached = reached || ffs.Failed()
+					}
+					re := engineOn(fsys, cfg, agent)
+					if _, err := re.Recover(ctx); err != nil {
+						t.Fatalf("N=%d, %d crashed recoveries: recover: %v", n, crashes, err)
+					}
+					if v := settledState(t, re, []string{oldVersion}); v != oldVersion || agent.runs() != oldVersion {
+						t.Fatalf("N=%d, %d crashed recoveries: install %s, agent runs %s", n, crashes, v, agent.runs())
+					}
+					if !reached {
+						// N is past the last operation of a recovery: it ran untouched.
+						swept = n - 1
+						break
+					}
+					agent.bad = ""
+					if _, err := re.Update(ctx, UpdateOptions{}); err != nil {
+						t.Fatalf("N=%d: update after recovery: %v", n, err)
+					}
+					if v := settledState(t, re, []string{newVersion}); v != newVersion {
+						t.Fatalf("N=%d: update after recovery left %s", n, v)
+					}
+				}
+				t.Logf("recovery crashed %d× at each of N = 1..%d: every time the next one restored %s", crashes, swept, oldVersion)
+				if swept == 0 {
+					t.Errorf("recovery did not write anything: nothing swept")
+				}
+			}
+		})
+	}
+}
+
+// cancelOnApply cancels a context at the first rename into the install directory: a signal
+// arriving while files are being replaced.
+type cancelOnApply struct {
+	afero.Fs
+	cancel func()
+	once   sync.Once
+}
+
+func (c *cancelOnApply) Rename(oldname, newname string) error {
+	if strings.HasPrefix(newname, installDir+"/") && !strings.HasPrefix(filepath.Base(newname), ".sdupdate-") {
+		c.once.Do(c.cancel)
+	}
+	return c.Fs.Rename(oldname, newname)
+}
+
+func (c *cancelOnApply) Link(oldname, newname string) error {
+	return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fsutil.ErrNoHardLinks}
+}
+
+// TestSignalDuringApplyIsHeldUntilTheTreeIsConsistent cancels the run's context (what SIGINT or
+// SIGTERM does) at the first file replaced: apply must still run to the end — the new tree is
+// whole when it returns — and then the old version is put back, exit 1.
+func TestSignalDuringApplyIsHeldUntilTheTreeIsConsistent(t *testing.T) {
+	s := newSite(t)
+	base := newMemFs()
+	cfg := crashConfig(s)
+	cfg.Unit = "sd-agent.service"
+	agent := &versionAgent{fs: base, running: "preinstalled"}
+	installCrashV1(t, s, engineOn(base, cfg, agent))
+	restarts := agent.restarts
+	s.publish(t, newVersion, crashV2)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fsys := &cancelOnApply{Fs: base, cancel: cancel}
+	e := engineOn(fsys, cfg, agent)
+	var atApplied string
+	e.HookApplied = func(*Record) {
+		if ctx.Err() == nil {
+			t.Error("the context was not cancelled during apply")
+		}
+		atApplied = versionOfTree(t, base)
+	}
+	res, err := e.Update(ctx, UpdateOptions{})
+	if atApplied != newVersion {
+		t.Errorf("when apply returned the tree was %s, want all of %s: apply stopped halfway", atApplied, newVersion)
+	}
+	if ExitCode(err) != CodeFailed || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("exit %d (%v), want 1 and a message saying it was interrupted", ExitCode(err), err)
+	}
+	if res.Outcome != OutcomeFailed {
+		t.Errorf("outcome %q, want %q", res.Outcome, OutcomeFailed)
+	}
+	if v := settledState(t, engineOn(base, cfg, agent), []string{oldVersion}); v != oldVersion {
+		t.Errorf("after the interrupted run the install is %s", v)
+	}
+	if agent.restarts != restarts || agent.runs() != oldVersion {
+		t.Errorf("agent restarted %d times and runs %s; an interrupted update must leave it alone", agent.restarts-restarts, agent.runs())
+	}
+}
