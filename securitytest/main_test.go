@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -331,6 +332,9 @@ func (e *env) sdupdateEnv(extraEnv []string, args ...string) result {
 		"TMPDIR=" + e.tmp,
 		"LANG=C",
 	}, extraEnv...)
+	// A session of its own: no controlling terminal, so a password prompt on /dev/tty cannot
+	// wait for someone at the terminal running the tests.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
