@@ -145,7 +145,10 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	}
 	l.work = l.state
 	if !same {
-		l.work = filepath.Join(l.install, ".sdupdate")
+		l.work = reservedDir(l)
+		if err := e.checkReserved(l, "staging", "snapshots"); err != nil {
+			return nil, err
+		}
 		if err := e.Fs.MkdirAll(l.work, 0o700); err != nil {
 			return nil, fmt.Errorf("cannot create %s: %w", l.work, err)
 		}

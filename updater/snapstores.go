@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/snapshot"
 )
 
@@ -19,8 +21,8 @@ import (
 // snapshotDirs lists the existing snapshot directories, the one in use first.
 func (e *Engine) snapshotDirs(l *layout) []string {
 	dirs := []string{l.snapshots}
-	for _, d := range []string{filepath.Join(l.state, "snapshots"), filepath.Join(l.install, ".sdupdate", "snapshots")} {
-		if d == l.snapshots {
+	for _, d := range []string{filepath.Join(l.state, "snapshots"), filepath.Join(reservedDir(l), "snapshots")} {
+		if d == l.snapshots || !e.trusted(l, d) {
 			continue
 		}
 		if fi, err := e.Fs.Stat(d); err == nil && fi.IsDir() {
@@ -32,12 +34,71 @@ func (e *Engine) snapshotDirs(l *layout) []string {
 
 func (e *Engine) stagingDirs(l *layout) []string {
 	dirs := []string{l.staging}
-	for _, d := range []string{filepath.Join(l.state, "staging"), filepath.Join(l.install, ".sdupdate", "staging")} {
-		if d != l.staging {
+	for _, d := range []string{filepath.Join(l.state, "staging"), filepath.Join(reservedDir(l), "staging")} {
+		if d != l.staging && e.trusted(l, d) {
 			dirs = append(dirs, d)
 		}
 	}
 	return dirs
+}
+
+// reservedDir is <Directory>/.sdupdate, where staging and snapshots live when StateDirectory
+// cannot rename into the install.
+func reservedDir(l *layout) string { return filepath.Join(l.install, manifest.ReservedName) }
+
+// trusted reports whether dir, one of the places staging or snapshots may be, can be read and
+// cleaned up: the state directory's are the operator's choice; those under the reserved
+// directory must pass checkReserved, and one that does not is left alone, with a warning.
+func (e *Engine) trusted(l *layout, dir string) bool {
+	if filepath.Dir(dir) != reservedDir(l) {
+		return true
+	}
+	if err := e.checkReserved(l, filepath.Base(dir)); err != nil {
+		e.Log.WithError(err).Warnf("ignoring %s", dir)
+		return false
+	}
+	return true
+}
+
+// checkReserved refuses <Directory>/.sdupdate, and each of its sub-directories subs, unless it is
+// a real directory (not a symlink), the top one owned by this process's user and writable by no
+// one else; a path that does not exist yet is fine. The install directory may belong to the
+// agent's user: without this, a symlink or a directory planted there would make sdupdate, as
+// root, write snapshots into any directory of the machine, or empty one as "stale staging".
+func (e *Engine) checkReserved(l *layout, subs ...string) error {
+	top := reservedDir(l)
+	paths := []string{top}
+	for _, s := range subs {
+		paths = append(paths, filepath.Join(top, s))
+	}
+	for i, p := range paths {
+		fi, err := fsutil.Lstat(e.Fs, p)
+		if errors.Is(err, os.ErrNotExist) {
+			if i == 0 {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cannot inspect %s: %w", p, err)
+		}
+		if fi.Mode()&os.ModeSymlink != 0 || !fi.IsDir() {
+			return fmt.Errorf("%s is a symlink or not a directory; sdupdate keeps its staging files and snapshots there and never follows a symlink out of the install directory (remove it): %w",
+				p, fsutil.ErrUnsafePath)
+		}
+		if i > 0 {
+			continue // inside a directory only this user can write to
+		}
+		if uid, _, ok := fsutil.Owner(fi); ok && uid != os.Geteuid() {
+			return fmt.Errorf("%s belongs to uid %d, not to uid %d running sdupdate; sdupdate keeps its staging files and snapshots there (remove it): %w",
+				p, uid, os.Geteuid(), fsutil.ErrUnsafePath)
+		}
+		if fi.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("%s is writable by others (mode %v); sdupdate keeps its staging files and snapshots there (remove it or chmod 0700 it): %w",
+				p, fi.Mode().Perm(), fsutil.ErrUnsafePath)
+		}
+	}
+	return nil
 }
 
 func (e *Engine) storeAt(l *layout, dir string) *snapshot.Store {
