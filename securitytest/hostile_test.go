@@ -130,10 +130,14 @@ func serve(body string) http.HandlerFunc {
 const secret = "TOPSECRET-8c1f2e"
 
 type hostileCase struct {
-	name  string
-	setup func(t *testing.T, e *env)
-	args  []string // default: update
-	code  int      // default: 1
+	name string
+	// prepare runs before the baseline is installed, setup after it.
+	prepare func(t *testing.T, e *env)
+	setup   func(t *testing.T, e *env)
+	args    []string // default: update
+	code    int      // default: 1
+	// succeeds: the command must exit 0 (it has nothing to refuse) and still change nothing.
+	succeeds bool
 	// want are substrings (case-insensitive) the output must hold: the check that failed.
 	want []string
 	// onlyManifest: nothing but the manifest and its signature may be requested.
@@ -346,6 +350,64 @@ func TestHostile(t *testing.T) {
 			},
 			want:         []string{"data", "not a regular file"},
 			onlyManifest: true,
+		},
+		{
+			name:    "reserved .sdupdate replaced by a symlink (state on another filesystem)",
+			prepare: func(t *testing.T, e *env) { e.stateElsewhere() },
+			setup: func(t *testing.T, e *env) {
+				reserved := e.reservedInUse()
+				if err := os.Rename(reserved, filepath.Join(e.root, "reserved.old")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(e.etc, reserved); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:       []string{".sdupdate is a symlink"},
+			noRequests: true,
+		},
+		{
+			name:    "reserved .sdupdate owned by another user",
+			prepare: func(t *testing.T, e *env) { e.stateElsewhere() },
+			setup: func(t *testing.T, e *env) {
+				if err := os.Chown(e.reservedInUse(), 65534, 65534); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:       []string{".sdupdate belongs to uid 65534"},
+			noRequests: true,
+		},
+		{
+			name: "planted .sdupdate/staging symlink is not emptied by recover",
+			setup: func(t *testing.T, e *env) {
+				reserved := filepath.Join(e.install, ".sdupdate")
+				if err := os.Mkdir(reserved, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(e.etc, filepath.Join(reserved, "staging")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			args:       []string{"recover"},
+			succeeds:   true,
+			want:       []string{"ignoring", ".sdupdate/staging is a symlink"},
+			noRequests: true,
+		},
+		{
+			name: "planted .sdupdate/staging symlink is not emptied by status",
+			setup: func(t *testing.T, e *env) {
+				reserved := filepath.Join(e.install, ".sdupdate")
+				if err := os.Mkdir(reserved, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(e.etc, filepath.Join(reserved, "staging")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			args:       []string{"status"},
+			succeeds:   true,
+			want:       []string{"ignoring", ".sdupdate/staging is a symlink"},
+			noRequests: true,
 		},
 		{
 			name: "install directory itself replaced by a symlink",
@@ -578,6 +640,9 @@ func TestHostile(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
+			if c.prepare != nil {
+				c.prepare(t, e)
+			}
 			e.baseline()
 			c.setup(t, e)
 			e.srv.reset()
@@ -590,7 +655,10 @@ func TestHostile(t *testing.T) {
 			t.Logf("sdupdate %s: exit %d in %v\n%s", strings.Join(args, " "), r.code, r.elapsed.Round(time.Millisecond), r.output())
 
 			wantCode := c.code
-			if wantCode == 0 {
+			switch {
+			case c.succeeds:
+				wantCode = 0
+			case wantCode == 0:
 				wantCode = 1
 			}
 			if r.code != wantCode {

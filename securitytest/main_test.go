@@ -246,6 +246,29 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// stateElsewhere puts StateDirectory on another filesystem (/dev/shm), so that staging and
+// snapshots live in <Directory>/.sdupdate, as they always do under the unit, whose
+// ReadWritePaths= mounts make renames between the two directories fail.
+func (e *env) stateElsewhere() {
+	e.t.Helper()
+	shm, err := os.MkdirTemp("/dev/shm", "sdupdate-state-")
+	if err != nil {
+		e.t.Skipf("no /dev/shm for a state directory on another filesystem: %v", err)
+	}
+	e.t.Cleanup(func() { os.RemoveAll(shm) })
+	e.state = filepath.Join(shm, "state")
+}
+
+// reservedInUse returns <Directory>/.sdupdate after stateElsewhere and a run.
+func (e *env) reservedInUse() string {
+	e.t.Helper()
+	reserved := filepath.Join(e.install, ".sdupdate")
+	if fi, err := os.Lstat(reserved); err != nil || !fi.IsDir() {
+		e.t.Skipf("%s was not used: /dev/shm is on the install's filesystem here", reserved)
+	}
+	return reserved
+}
+
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
