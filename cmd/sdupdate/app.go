@@ -32,6 +32,8 @@ type app struct {
 
 func newApp(g *globalOptions) (*app, error) {
 	log := logging.New(logging.Options{Stderr: g.stderr, Verbose: g.verbose})
+	log.AddHook(&g.logged)
+	g.logger = log
 	fs := afero.NewOsFs()
 	cfg, err := config.Load(fs, g.configPath)
 	if err != nil {

@@ -39,7 +39,8 @@ files crash-safely, restart the agent and roll back if it does not come up.` + e
 			defer a.close()
 			run := func() error {
 				res, err := a.engine.Update(cmd.Context(), opts)
-				if err == nil && res != nil && !opts.DryRun {
+				// Under systemd the outcome is already in the journal as an event.
+				if err == nil && res != nil && !opts.DryRun && !g.stdoutJournal {
 					switch res.Outcome {
 					case updater.OutcomeUpToDate:
 						fmt.Fprintf(g.stdout, "already up to date (%s)\n", res.From)
@@ -122,7 +123,7 @@ version than the installed one. The agent is restarted and watched if it was run
 			defer a.close()
 			return a.exclusive(cmd.Context(), func() error {
 				res, err := a.engine.Rollback(cmd.Context(), to)
-				if err == nil {
+				if err == nil && !g.stdoutJournal {
 					fmt.Fprintf(g.stdout, "rolled back %s -> %s (snapshot %s)\n", displayVersion(res.From), displayVersion(res.To), res.Snapshot)
 				}
 				return err

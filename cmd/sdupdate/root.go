@@ -8,12 +8,16 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/lock"
+	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/release"
 	"github.com/sdupdate/sdupdate/updater"
 )
@@ -39,6 +43,54 @@ type globalOptions struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	json       bool // set by commands that print JSON, so errors are JSON too
+	// Under systemd, stdout and stderr are the journal. Every entry is then sent to journald
+	// with its fields, and the exit path must not repeat an outcome as a plain line: it would
+	// be a second journal entry without SDUPDATE_RUN_ID or MESSAGE_ID.
+	stdoutJournal, stderrJournal bool
+	logger                       *logrus.Logger // set by newApp
+	logged                       loggedEntries
+}
+
+// loggedEntries remembers what a command logged, for the exit path.
+type loggedEntries struct {
+	mu          sync.Mutex
+	runID       string // of the last entry that had one
+	errorLogged bool
+}
+
+func (l *loggedEntries) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (l *loggedEntries) Fire(e *logrus.Entry) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if id, ok := e.Data[logging.FieldRunID].(string); ok {
+		l.runID = id
+	}
+	if e.Level <= logrus.ErrorLevel {
+		l.errorLogged = true
+	}
+	return nil
+}
+
+// reportError tells the user why the command failed: on stderr, or under systemd through the
+// journal, once. An engine failure was already logged as an event with its fields; anything
+// else is logged now, under the run id of the run it ended, if there was one.
+func (g *globalOptions) reportError(stderr io.Writer, err error) {
+	if !g.stderrJournal || g.logger == nil {
+		fmt.Fprintf(stderr, "sdupdate: %v\n", err)
+		return
+	}
+	g.logged.mu.Lock()
+	runID, done := g.logged.runID, g.logged.errorLogged
+	g.logged.mu.Unlock()
+	if done {
+		return
+	}
+	entry := logrus.NewEntry(g.logger)
+	if runID != "" {
+		entry = entry.WithField(logging.FieldRunID, runID)
+	}
+	entry.Error(err.Error())
 }
 
 const exitStatusHelp = `
@@ -56,6 +108,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	g := &globalOptions{stdout: stdout, stderr: stderr}
+	// As logging.New decides: by JOURNAL_STREAM and the descriptors themselves.
+	g.stdoutJournal, _ = journal.StdoutIsJournalStream()
+	g.stderrJournal, _ = journal.StderrIsJournalStream()
 	root := newRootCommand(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -72,7 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if g.json {
 		_ = json.NewEncoder(stdout).Encode(map[string]any{"error": err.Error(), "exit_status": code})
 	}
-	fmt.Fprintf(stderr, "sdupdate: %v\n", err)
+	g.reportError(stderr, err)
 	if code == updater.CodeUsage {
 		var ue *usageError
 		if errors.As(err, &ue) {
