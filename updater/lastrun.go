@@ -34,6 +34,23 @@ type LastRun struct {
 	Snapshot string    `json:"snapshot,omitempty"`
 }
 
+// summary says in a few words how the run ended, e.g. for STATUS=.
+func (lr *LastRun) summary() string {
+	switch {
+	case lr.Result == OutcomeUpdated:
+		return fmt.Sprintf("updated %s -> %s", display(lr.From), display(lr.To))
+	case lr.Result == OutcomeUpToDate:
+		return fmt.Sprintf("already up to date (%s)", display(lr.From))
+	case lr.Result == OutcomeFailed:
+		return fmt.Sprintf("update to %s failed, install unchanged", display(lr.To))
+	case lr.Result == OutcomeRolledBack && lr.Command == KindRollback:
+		return fmt.Sprintf("rolled back %s -> %s", display(lr.From), display(lr.To))
+	case lr.Result == OutcomeRolledBack:
+		return fmt.Sprintf("rolled back: %s failed to come up, %s is running", display(lr.To), display(lr.From))
+	}
+	return "rollback failed, operator needed (see sdupdate status)"
+}
+
 func loadLastRun(fsys afero.Fs, path string) (*LastRun, error) {
 	data, err := afero.ReadFile(fsys, path)
 	if errors.Is(err, os.ErrNotExist) {

@@ -264,6 +264,9 @@ func (e *Engine) recordLastRun(l *layout, lr *LastRun) {
 	if lr.Finished.IsZero() {
 		lr.Finished = e.now()
 	}
+	// The last STATUS= stays on a unit that failed: `systemctl status` must show how the run
+	// ended, not the step it was at.
+	e.notify(lr.summary())
 	if err := saveLastRun(e.Fs, l.lastRun, lr); err != nil {
 		e.Log.WithError(err).Warn("cannot record the outcome for `sdupdate status`")
 	}
