@@ -130,8 +130,10 @@ func (c *Client) Open(ctx context.Context, rawURL string, limit int64) (io.ReadC
 		io.CopyN(io.Discard, resp.Body, 4096)
 		resp.Body.Close()
 		cancel()
+		// Nor is the server's reason phrase: it is free text, terminal
+		// escape sequences included; the standard text for the code is.
 		return nil, &Error{URL: shown, StatusCode: resp.StatusCode,
-			Err:       fmt.Errorf("server answered %s", resp.Status),
+			Err:       fmt.Errorf("server answered %s", strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode)))),
 			Temporary: retryableStatus(resp.StatusCode)}
 	}
 	if limit >= 0 && resp.ContentLength > limit {
