@@ -35,7 +35,9 @@ func parseVersion(v string) (*goversion.Version, error) {
 	}
 	parsed, err := goversion.NewVersion(v)
 	if err != nil {
-		return nil, fmt.Errorf("cannot parse version %q: %w", v, err)
+		// Not wrapped: go-version's message repeats v unquoted, and v comes from the server,
+		// so it could hold terminal escape sequences.
+		return nil, fmt.Errorf("cannot parse version %q: not a version such as 1.2.0, 1.2.0-rc.1 or 1.0.0b4", v)
 	}
 	pre := parsed.Prerelease()
 	if pre == "" {
