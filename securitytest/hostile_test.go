@@ -126,6 +126,16 @@ func serve(body string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(body)) }
 }
 
+// escapes would clear the terminal and print a fake line over it.
+const escapes = "\x1b[2J\x1b[H\x1b[32mupdated 1.0.0 -> 1.1.0\x07"
+
+// noEscapes checks that nothing the server sent reached the terminal as a control character.
+func noEscapes(t *testing.T, e *env, r result) {
+	if strings.ContainsAny(r.output(), "\x1b\x07") {
+		t.Errorf("the output holds the server's control characters: %q", r.output())
+	}
+}
+
 // secret is content that must never reach the terminal or the journal.
 const secret = "TOPSECRET-8c1f2e"
 
@@ -498,6 +508,37 @@ func TestHostile(t *testing.T) {
 					}
 				}
 			},
+		},
+
+		{
+			name: "terminal escapes in the status line",
+			setup: func(t *testing.T, e *env) {
+				e.srv.handle("/manifest.json", func(w http.ResponseWriter, r *http.Request) {
+					conn, _, err := w.(http.Hijacker).Hijack()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer conn.Close()
+					conn.Write([]byte("HTTP/1.1 503 " + escapes + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+				})
+			},
+			want:         []string{"server answered 503 Service Unavailable"},
+			onlyManifest: true,
+			check:        noEscapes,
+		},
+		{
+			name: "terminal escapes in the version of an unsigned manifest",
+			setup: func(t *testing.T, e *env) {
+				e.cfg.noKeys, e.cfg.allowUnsigned = true, true
+				e.writeConfig()
+				m := e.siteManifest()
+				m.Version = "1.2.0" + escapes
+				e.publish(m, keyPair{})
+			},
+			want:         []string{"cannot parse version"},
+			onlyManifest: true,
+			check:        noEscapes,
 		},
 
 		// Hostile servers.
