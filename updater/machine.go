@@ -17,7 +17,14 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 	j := e.journal(l)
 	if rec.Phase != phase {
 		if err := j.setPhase(rec, phase); err != nil {
-			return e.stuck(log, l, rec, err)
+			if rec.Phase != PhaseApplying || phase != PhaseRollingBack {
+				return e.stuck(log, l, rec, err)
+			}
+			// Recovery from applying restores the snapshot, exactly what rolling back does, so
+			// the journal on disk already asks for it. A journal that cannot be written (a full
+			// disk that also failed the apply) is then no reason to leave a half-new tree.
+			log.WithError(err).Warn("cannot record the rollback in the transaction journal; restoring the snapshot anyway")
+			rec.Phase = phase
 		}
 	}
 	for {
