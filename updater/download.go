@@ -32,7 +32,7 @@ type mismatchError struct {
 }
 
 func (e *mismatchError) Error() string {
-	return fmt.Sprintf("%s (from %s): %s", e.name, e.url, e.msg)
+	return fmt.Sprintf("%s (from %s): %s", e.name, fetch.Redact(e.url), e.msg)
 }
 
 // localError is a failure of this machine (disk full, permissions): fetching again cannot help.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sdupdate/sdupdate/fetch"
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/logging"
 )
@@ -68,7 +69,7 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Directory: l.install, StateDirectory: l.state, ManifestURL: e.Config.ManifestURL, Unit: e.Config.Unit, ConfigFiles: e.Config.Files}
+	st := &Status{Directory: l.install, StateDirectory: l.state, ManifestURL: fetch.Redact(e.Config.ManifestURL), Unit: e.Config.Unit, ConfigFiles: e.Config.Files}
 	m, _, err := e.installedManifest(l)
 	if err != nil {
 		return nil, err

@@ -28,6 +28,9 @@ type fetched struct {
 // signature) is fetched before this returns successfully.
 func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched, error) {
 	c := e.Config
+	// shown is what messages name: a ManifestURL may carry a password (basic auth), and
+	// messages end up in the journal and in `status`.
+	shown := fetch.Redact(c.ManifestURL)
 	log = log.WithField(logging.FieldPhase, "check")
 	raw, err := e.Fetcher.Get(ctx, c.ManifestURL, manifest.MaxSize)
 	if err != nil {
@@ -42,36 +45,36 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 		case err != nil && c.AllowUnsigned && isNotFound(err):
 			log.Warn("the manifest has no signature; accepted because AllowUnsigned=yes")
 		case err != nil:
-			return nil, fmt.Errorf("refusing manifest %s: cannot fetch its signature %s.minisig (a PublicKey= is configured, so it must be signed): %w", c.ManifestURL, c.ManifestURL, err)
+			return nil, fmt.Errorf("refusing manifest %s: cannot fetch its signature %s.minisig (a PublicKey= is configured, so it must be signed): %w", shown, shown, err)
 		default:
 			if err := e.Verifier.Verify(raw, sig); err != nil {
-				return nil, fmt.Errorf("refusing manifest %s: signature check failed: %w", c.ManifestURL, err)
+				return nil, fmt.Errorf("refusing manifest %s: signature check failed: %w", shown, err)
 			}
 			log.Debug("manifest signature verified")
 		}
 	}
 	m, err := manifest.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("refusing manifest %s: %w", c.ManifestURL, err)
+		return nil, fmt.Errorf("refusing manifest %s: %w", shown, err)
 	}
 	if m.Legacy {
 		if !c.AllowUnsigned {
-			return nil, fmt.Errorf("refusing manifest %s: it is in the legacy md5 form, accepted only with AllowUnsigned=yes", c.ManifestURL)
+			return nil, fmt.Errorf("refusing manifest %s: it is in the legacy md5 form, accepted only with AllowUnsigned=yes", shown)
 		}
 		log.Warn("legacy manifest: files are checked with md5, which is weak against deliberate tampering; publish a sha256 manifest with `sdupdate release`")
 	}
 	if err := m.CheckExpiry(e.now()); err != nil {
-		return nil, fmt.Errorf("refusing manifest %s: %w", c.ManifestURL, err)
+		return nil, fmt.Errorf("refusing manifest %s: %w", shown, err)
 	}
 	base := c.BaseURL
 	if base == "" {
 		base, err = fetch.ResolveReference(c.ManifestURL, m.BaseURL)
 		if err != nil {
-			return nil, fmt.Errorf("refusing manifest %s: base_url %q: %w", c.ManifestURL, m.BaseURL, err)
+			return nil, fmt.Errorf("refusing manifest %s: base_url %q: %w", shown, m.BaseURL, err)
 		}
 	}
 	if err := sameSchemeFamily(c.ManifestURL, base); err != nil {
-		return nil, fmt.Errorf("refusing manifest %s: %w", c.ManifestURL, err)
+		return nil, fmt.Errorf("refusing manifest %s: %w", shown, err)
 	}
 	return &fetched{m: m, raw: raw, baseURL: base}, nil
 }
@@ -90,15 +93,16 @@ func isNotFound(err error) bool {
 func sameSchemeFamily(manifestURL, base string) error {
 	mu, err := url.Parse(manifestURL)
 	if err != nil {
-		return fmt.Errorf("bad ManifestURL %q: %w", manifestURL, err)
+		// url.Error repeats the URL, password included.
+		return fmt.Errorf("bad ManifestURL %s: %v", fetch.Redact(manifestURL), errors.Unwrap(err))
 	}
 	bu, err := url.Parse(base)
 	if err != nil {
-		return fmt.Errorf("bad base URL %q: %w", base, err)
+		return fmt.Errorf("bad base URL %s: %v", fetch.Redact(base), errors.Unwrap(err))
 	}
 	isFile := func(s string) bool { return strings.EqualFold(s, "file") }
 	if isFile(mu.Scheme) != isFile(bu.Scheme) {
-		return fmt.Errorf("base URL %s uses scheme %q, the manifest came over %q", base, bu.Scheme, mu.Scheme)
+		return fmt.Errorf("base URL %s uses scheme %q, the manifest came over %q", fetch.Redact(base), bu.Scheme, mu.Scheme)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sdupdate/sdupdate/fetch"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/snapshot"
 )
@@ -67,7 +68,7 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 	}
 
 	log.WithFields(logrus.Fields{logging.FieldPhase: "check", logging.FieldFrom: display(from)}).
-		Infof("installed version %s; checking %s", display(from), e.Config.ManifestURL)
+		Infof("installed version %s; checking %s", display(from), fetch.Redact(e.Config.ManifestURL))
 	e.notify("fetching manifest")
 	f, err := e.fetchManifest(ctx, log)
 	if err != nil {
