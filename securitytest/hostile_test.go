@@ -136,6 +136,29 @@ func noEscapes(t *testing.T, e *env, r result) {
 	}
 }
 
+// password is the one withPassword puts in ManifestURL.
+const password = "s3cret-fleet-pw"
+
+// withPassword makes ManifestURL carry a user and password, as a fleet's basic-auth mirror does.
+func (e *env) withPassword() {
+	e.t.Helper()
+	e.cfg.manifestURL = strings.Replace(e.srv.URL, "http://", "http://fleet:"+password+"@", 1) + "/manifest.json"
+	e.writeConfig()
+}
+
+// noPassword checks that the password is in no output, status included.
+func noPassword(t *testing.T, e *env, r result) {
+	outputs := map[string]string{"update": r.output()}
+	for _, args := range [][]string{{"status"}, {"status", "--json"}, {"check"}} {
+		outputs[strings.Join(args, " ")] = e.sdupdate(args...).output()
+	}
+	for cmd, out := range outputs {
+		if strings.Contains(out, password) {
+			t.Errorf("sdupdate %s shows the password of ManifestURL:\n%s", cmd, out)
+		}
+	}
+}
+
 // secret is content that must never reach the terminal or the journal.
 const secret = "TOPSECRET-8c1f2e"
 
@@ -539,6 +562,26 @@ func TestHostile(t *testing.T) {
 			want:         []string{"cannot parse version"},
 			onlyManifest: true,
 			check:        noEscapes,
+		},
+
+		{
+			name: "the password in ManifestURL is never shown (refused manifest)",
+			setup: func(t *testing.T, e *env) {
+				e.withPassword()
+				os.Remove(filepath.Join(e.site, "manifest.json.minisig"))
+			},
+			want:         []string{"signature", "404"},
+			onlyManifest: true,
+			check:        noPassword,
+		},
+		{
+			name: "the password in ManifestURL is never shown (refused file)",
+			setup: func(t *testing.T, e *env) {
+				e.withPassword()
+				e.srv.handle("/1.1.0/lib/x", serve(strings.ToUpper(v110["lib/x"])))
+			},
+			want:  []string{"lib/x", "sha256"},
+			check: noPassword,
 		},
 
 		// Hostile servers.
