@@ -264,6 +264,16 @@ func changed(base, cur props) string {
 	}
 	// A MainPID of 0 at the start (e.g. RemainAfterExit=yes) gives nothing to compare.
 	if base.mainPID != 0 && cur.mainPID != base.mainPID {
+		if cur.mainPID == 0 {
+			// The unit's and the service's properties are two reads: the main process can
+			// exit between them, so the unit still reads active while the service already
+			// tells how its process ended.
+			s := fmt.Sprintf("main process %d exited", base.mainPID)
+			if why != "" {
+				s += " (" + why + ")"
+			}
+			return s
+		}
 		return fmt.Sprintf("MainPID changed %d→%d", base.mainPID, cur.mainPID)
 	}
 	if base.invocation != "" && cur.invocation != base.invocation {

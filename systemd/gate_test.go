@@ -197,6 +197,10 @@ func TestSettleFailures(t *testing.T) {
 	newPID.invocation = 2
 	again := running
 	again.invocation = 9
+	// Read as systemd answers when the process exits between the unit's and the service's
+	// properties: still active, but no main process and a failed result.
+	exited := running
+	exited.mainPID, exited.result, exited.status = 0, "exit-code", 1
 
 	tests := []struct {
 		desc   string
@@ -206,6 +210,7 @@ func TestSettleFailures(t *testing.T) {
 		{"crash loop", []st{running, running, running, crashed}, []string{"NRestarts went 3→4", "Result=exit-code, ExecMainStatus=2"}},
 		{"flapping", []st{running, running, activating, running}, []string{"ActiveState became activating (start)"}},
 		{"main pid changed", []st{running, running, newPID}, []string{"MainPID changed 120→133"}},
+		{"main process exited between reads", []st{running, running, exited}, []string{"main process 120 exited (Result=exit-code, ExecMainStatus=1)"}},
 		{"unit failed", []st{running, unitFailed}, []string{"ActiveState became failed (Result=exit-code, ExecMainStatus=1)"}},
 		{"not active after the job", []st{unitFailed}, []string{"ActiveState became failed"}},
 		{"started again", []st{running, running, again}, []string{"InvocationID changed"}},
