@@ -689,6 +689,34 @@ func TestHostile(t *testing.T) {
 			},
 		},
 		{
+			name: "https server with a certificate no CA vouches for",
+			setup: func(t *testing.T, e *env) {
+				tls := httptest.NewTLSServer(http.FileServer(http.Dir(e.site)))
+				t.Cleanup(tls.Close)
+				e.cfg.manifestURL = tls.URL + "/manifest.json"
+				e.writeConfig()
+			},
+			want:       []string{"manifest", "certificate"},
+			noRequests: true,
+		},
+		{
+			name: "check refuses a modified manifest too",
+			setup: func(t *testing.T, e *env) {
+				path := filepath.Join(e.site, "manifest.json")
+				writeFile(t, path, strings.Replace(readFile(t, path), `"1.1.0"`, `"1.1.9"`, 1), 0o644)
+			},
+			args:         []string{"check"},
+			want:         []string{"signature check failed", "modified"},
+			onlyManifest: true,
+		},
+		{
+			name:         "update --dry-run refuses an unsigned manifest too",
+			setup:        func(t *testing.T, e *env) { os.Remove(filepath.Join(e.site, "manifest.json.minisig")) },
+			args:         []string{"update", "--dry-run"},
+			want:         []string{"signature", "404"},
+			onlyManifest: true,
+		},
+		{
 			name: "signed base_url pointing at local files",
 			setup: func(t *testing.T, e *env) {
 				m := e.siteManifest()
