@@ -191,3 +191,18 @@ func TestAllowUnsignedWarnsEveryRun(t *testing.T) {
 		t.Errorf("installed version %q, want 1.1.0", v)
 	}
 }
+
+// AllowUnsigned=yes with a PublicKey= accepts a manifest that has no signature, with a warning;
+// one whose signature does not verify is refused (TestHostile).
+func TestAllowUnsignedWithoutSignature(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.allowUnsigned = true
+	e.baseline()
+	os.Remove(filepath.Join(e.site, "manifest.json.minisig"))
+	r := e.mustUpdate("1.1.0")
+	if !strings.Contains(r.stderr, "warning: the manifest has no signature; accepted because AllowUnsigned=yes") {
+		t.Errorf("no warning that the manifest was unsigned:\n%s", r.stderr)
+	}
+	e.assertInstalled(v110)
+}
