@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -21,8 +22,8 @@ import (
 )
 
 // The crash fixture: from 1.0.0 to 1.1.0 one file changes, one changes mode only, one is
-// unchanged, one is removed (and its directory with it) and one is added in a new nested
-// directory. config.cfg is the operator's and no manifest lists it.
+// unchanged, one is removed (and its directory with it) and two are added in new nested
+// directories. config.cfg is the operator's and no manifest lists it.
 const (
 	oldVersion = "1.0.0"
 	newVersion = "1.1.0"
@@ -41,6 +42,7 @@ var (
 		"bin/sd-agent":              {data: "#!/bin/sh\nexec python3 agent.py\n", mode: 0o700},
 		"lib/common.py":             {data: "common = 1\n"},
 		"lib/ext/collectors/new.py": {data: "new in 1.1.0\n"},
+		"collectors/linux/cpu.py":   {data: "cpu = True\n"},
 	}
 )
 
@@ -588,4 +590,162 @@ func TestSignalDuringApplyIsHeldUntilTheTreeIsConsistent(t *testing.T) {
 	if agent.restarts != restarts || agent.runs() != oldVersion {
 		t.Errorf("agent restarted %d times and runs %s; an interrupted update must leave it alone", agent.restarts-restarts, agent.runs())
 	}
+}
+
+// inodeFs is a disk with a fixed number of free inodes: creating a file or directory takes one
+// and fails with ENOSPC when none is left; removing or replacing one gives it back. It has no
+// hard links, so snapshots and restores copy (and take inodes).
+type inodeFs struct {
+	afero.Fs
+	mu      sync.Mutex
+	limited bool
+	free    int
+}
+
+func (f *inodeFs) take(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.limited {
+		return nil
+	}
+	if _, err := f.Fs.Stat(name); err == nil {
+		return nil
+	}
+	if f.free == 0 {
+		return &os.PathError{Op: "create", Path: name, Err: syscall.ENOSPC}
+	}
+	f.free--
+	return nil
+}
+
+func (f *inodeFs) give(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.free += n
+}
+
+func (f *inodeFs) count(path string) int {
+	n := 0
+	_ = afero.Walk(f.Fs, path, func(string, os.FileInfo, error) error { n++; return nil })
+	return n
+}
+
+func (f *inodeFs) Create(name string) (afero.File, error) {
+	if err := f.take(name); err != nil {
+		return nil, err
+	}
+	return f.Fs.Create(name)
+}
+
+func (f *inodeFs) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	if flag&os.O_CREATE != 0 {
+		if err := f.take(name); err != nil {
+			return nil, err
+		}
+	}
+	return f.Fs.OpenFile(name, flag, perm)
+}
+
+func (f *inodeFs) Mkdir(name string, perm os.FileMode) error {
+	if err := f.take(name); err != nil {
+		return err
+	}
+	return f.Fs.Mkdir(name, perm)
+}
+
+func (f *inodeFs) MkdirAll(path string, perm os.FileMode) error {
+	var missing []string
+	for p := filepath.Clean(path); p != "/"; p = filepath.Dir(p) {
+		if _, err := f.Fs.Stat(p); err == nil {
+			break
+		}
+		missing = append(missing, p)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := f.Mkdir(missing[i], perm); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *inodeFs) Remove(name string) error {
+	if err := f.Fs.Remove(name); err != nil {
+		return err
+	}
+	f.give(1)
+	return nil
+}
+
+func (f *inodeFs) RemoveAll(path string) error {
+	n := f.count(path)
+	if err := f.Fs.RemoveAll(path); err != nil {
+		return err
+	}
+	f.give(n)
+	return nil
+}
+
+func (f *inodeFs) Rename(oldname, newname string) error {
+	replaced := 0
+	if fi, err := f.Fs.Stat(newname); err == nil && !fi.IsDir() {
+		replaced = 1
+	}
+	if err := f.Fs.Rename(oldname, newname); err != nil {
+		return err
+	}
+	f.give(replaced)
+	return nil
+}
+
+func (f *inodeFs) Link(oldname, newname string) error {
+	return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fsutil.ErrNoHardLinks}
+}
+
+// TestDiskFullAfterDownloadLeavesInstallUnchanged runs out of inodes at every point after the
+// download (0, 1, 2 … spare), until the update fits: each time the update must fail with exit
+// 1, the install unchanged and staging removed, or succeed with the new version. A full disk
+// fails the apply and the journal write that would record the rollback alike; the snapshot
+// must still be restored.
+func TestDiskFullAfterDownloadLeavesInstallUnchanged(t *testing.T) {
+	s := newSite(t)
+	ctx := context.Background()
+	var outcomes []string
+	for spare := 0; spare < 200; spare++ {
+		fsys := &inodeFs{Fs: afero.NewMemMapFs()}
+		cfg := crashConfig(s)
+		installCrashV1(t, s, engineOn(fsys, cfg, nil))
+		s.publish(t, newVersion, crashV2)
+		e := engineOn(fsys, cfg, nil)
+		// The disk fills up as the download ends, so only what follows it runs short.
+		e.Notify = func(status string) {
+			if strings.HasPrefix(status, "taking snapshot") {
+				fsys.mu.Lock()
+				fsys.limited, fsys.free = true, spare
+				fsys.mu.Unlock()
+			}
+		}
+		_, err := e.Update(ctx, UpdateOptions{})
+		v := versionOfTree(t, fsys)
+		outcomes = append(outcomes, fmt.Sprintf("%d:exit %d %s", spare, ExitCode(err), v))
+		fsys.mu.Lock()
+		fsys.limited = false
+		fsys.mu.Unlock()
+		if err == nil {
+			if v != newVersion {
+				t.Fatalf("%d spare inodes: exit 0 but the install is %s", spare, v)
+			}
+			settledState(t, e, []string{newVersion})
+			t.Logf("%d spare inodes were needed after the download; outcomes %v", spare, outcomes)
+			return
+		}
+		if ExitCode(err) != CodeFailed || v != oldVersion || !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space left") {
+			t.Fatalf("%d spare inodes: exit %d (%v), install %s; want exit 1, a disk-full message and %s unchanged", spare, ExitCode(err), err, v, oldVersion)
+		}
+		if ok, _ := afero.Exists(fsys, filepath.Join(stateDir, "txn.json")); ok {
+			t.Errorf("%d spare inodes: the journal was left behind", spare)
+		}
+		noLeftovers(t, fsys)
+	}
+	t.Fatalf("the update never fit: %v", outcomes)
 }
