@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	"aead.dev/minisign"
+
+	"github.com/sdupdate/sdupdate/internal/fixture"
 )
 
 func main() {
@@ -97,41 +99,10 @@ func (d *demo) makeKey() error {
 }
 
 // agentVersion writes a sample agent: a script that prints its version and keeps running, like a
-// daemon. A broken one exits at once with an error.
+// daemon. A broken one exits at once with an error. The end-to-end tests use the same agent.
 func (d *demo) agentVersion(version string, broken bool) (string, error) {
 	src := filepath.Join(d.dir, "build", version)
-	script := fmt.Sprintf("#!/bin/sh\necho \"sd-agent %s starting\"\nexec sleep infinity\n", version)
-	if broken {
-		script = fmt.Sprintf("#!/bin/sh\necho \"sd-agent %s: cannot parse plugins/broken.py\" >&2\nexit 1\n", version)
-	}
-	files := map[string]struct {
-		data string
-		mode os.FileMode
-	}{
-		"bin/sd-agent":    {script, 0o755},
-		"VERSION":         {version + "\n", 0o644},
-		"agent.py":        {fmt.Sprintf("# sd-agent %s\nVERSION = %q\n", version, version), 0o644},
-		"plugins/disk.py": {"def check(): return 'disk ok'\n", 0o644},
-	}
-	if version != "1.0.0" {
-		files["plugins/memory.py"] = struct {
-			data string
-			mode os.FileMode
-		}{"def check(): return 'memory ok'\n", 0o644}
-	}
-	for name, f := range files {
-		p := filepath.Join(src, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(p, []byte(f.data), f.mode); err != nil {
-			return "", err
-		}
-		if err := os.Chmod(p, f.mode); err != nil {
-			return "", err
-		}
-	}
-	return src, nil
+	return src, fixture.WriteAgent(src, fixture.Agent{Version: version, Broken: broken})
 }
 
 // publish releases version, signed, into the site.
