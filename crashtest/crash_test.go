@@ -65,11 +65,11 @@ type server struct {
 	offered atomic.Pointer[string]
 	mu      sync.Mutex
 	hold    map[string]chan struct{} // URL path → closed when the rest of the body may go
-	sent    map[string]chan struct{} // URL path → closed when the first half was sent
+	sent    map[string]*signal       // URL path → closed when the first half was sent
 }
 
 func newServer(t *testing.T, dir string) *server {
-	s := &server{dir: dir, hold: map[string]chan struct{}{}, sent: map[string]chan struct{}{}}
+	s := &server{dir: dir, hold: map[string]chan struct{}{}, sent: map[string]*signal{}}
 	files := http.FileServer(http.Dir(dir))
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/manifest.json" {
@@ -104,7 +104,7 @@ func newServer(t *testing.T, dir string) *server {
 		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
 		_, _ = w.Write(data[:len(data)/2])
 		w.(http.Flusher).Flush()
-		close(sent)
+		sent.once.Do(func() { close(sent.ch) })
 		select {
 		case <-hold:
 		case <-r.Context().Done():
@@ -116,15 +116,21 @@ func newServer(t *testing.T, dir string) *server {
 	return s
 }
 
+// signal is a channel closed once.
+type signal struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
 // holdHalfway makes the next request for path stop after half its body until release is
 // called; sent is closed once that half is out.
 func (s *server) holdHalfway(path string) (sent <-chan struct{}, release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h, snt := make(chan struct{}), make(chan struct{})
+	h, snt := make(chan struct{}), &signal{ch: make(chan struct{})}
 	s.hold[path], s.sent[path] = h, snt
 	var once sync.Once
-	return snt, func() {
+	return snt.ch, func() {
 		once.Do(func() {
 			close(h)
 			s.mu.Lock()
@@ -843,7 +849,6 @@ func TestTwoRunsStartedTogetherOnlyOneProceeds(t *testing.T) {
 	heldRe := regexp.MustCompile(`another sdupdate is running \(pid (\d+)\)`)
 	for round := 0; round < 5; round++ {
 		a, b := m.start("update"), m.start("update")
-		procs := []*proc{a, b}
 		// The first to exit must be the one refused, while the other is still updating.
 		var first, second *proc
 		select {
@@ -879,7 +884,6 @@ func TestTwoRunsStartedTogetherOnlyOneProceeds(t *testing.T) {
 		if round == 0 {
 			t.Logf("refused in %v while the other ran for %v: %q", rf.took.Round(time.Millisecond), rs.took.Round(time.Millisecond), strings.TrimSpace(sm[0]))
 		}
-		_ = procs
 		m.mustRollback("1.0.0")
 	}
 }
@@ -950,11 +954,9 @@ func TestSIGINTDuringApplyIsHeld(t *testing.T) {
 			continue
 		}
 		t.Logf("exit %d: %s", r.code, lastLine(r.stderr))
+		// Exit -1 would mean a Ctrl-C killed it.
 		if r.code != 1 || !strings.Contains(r.stderr, "interrupted") {
 			t.Fatalf("exit %d, want 1 and a message saying it was interrupted:\n%s", r.code, r.stderr)
-		}
-		if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "signal: interrupt") {
-			t.Errorf("the second Ctrl-C was not held:\n%s", r.stderr)
 		}
 		if v := m.version(); v != "1.0.0" {
 			t.Fatalf("the install is %s: %s", v, m.describeDiff("1.0.0"))
