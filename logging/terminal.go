@@ -34,7 +34,9 @@ func (TerminalFormatter) Format(e *logrus.Entry) ([]byte, error) {
 	b.WriteString(e.Message)
 
 	var more []string
-	if r, ok := e.Data[FieldReason]; ok {
+	// A message that already says its reason (as journal messages do, to stand alone) is not
+	// followed by it a second time.
+	if r, ok := e.Data[FieldReason]; ok && !strings.Contains(e.Message, strings.TrimSpace(fieldValue(r))) {
 		reason := strings.TrimSpace(fieldValue(r))
 		first, rest, _ := strings.Cut(reason, "\n")
 		if reason != "" {

@@ -34,7 +34,7 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 	log = log.WithField(logging.FieldPhase, "check")
 	raw, err := e.Fetcher.Get(ctx, c.ManifestURL, manifest.MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("cannot fetch manifest: %w", err)
+		return nil, err // names the URL and the cause already
 	}
 	if c.AllowUnsigned {
 		log.Warn("AllowUnsigned=yes: a manifest without a signature is accepted; anyone who can change the server's responses could then choose what is installed")

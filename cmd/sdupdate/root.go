@@ -76,14 +76,15 @@ func (l *loggedEntries) Fire(e *logrus.Entry) error {
 // journal, once. An engine failure was already logged as an event with its fields; anything
 // else is logged now, under the run id of the run it ended, if there was one.
 func (g *globalOptions) reportError(stderr io.Writer, err error) {
-	if !g.stderrJournal || g.logger == nil {
-		fmt.Fprintf(stderr, "sdupdate: %v\n", err)
-		return
-	}
 	g.logged.mu.Lock()
 	runID, done := g.logged.runID, g.logged.errorLogged
 	g.logged.mu.Unlock()
 	if done {
+		// The engine logged the failure with its reason already, on the terminal too.
+		return
+	}
+	if !g.stderrJournal || g.logger == nil {
+		fmt.Fprintf(stderr, "sdupdate: %v\n", err)
 		return
 	}
 	entry := logrus.NewEntry(g.logger)
