@@ -412,3 +412,15 @@ func TestSymlinkInInstallIsRefusedAndNothingWritten(t *testing.T) {
 		t.Errorf("files written outside the install: %v", got)
 	}
 }
+
+func TestSignatureURLKeepsQueryString(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://u.example/a/manifest.json":         "https://u.example/a/manifest.json.minisig",
+		"https://u.example/a/manifest.json?token=x": "https://u.example/a/manifest.json.minisig?token=x",
+		"file:///srv/site/manifest.json":            "file:///srv/site/manifest.json.minisig",
+	} {
+		if got := signatureURL(in); got != want {
+			t.Errorf("signatureURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

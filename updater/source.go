@@ -40,7 +40,7 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 		log.Warn("AllowUnsigned=yes: a manifest without a signature is accepted; anyone who can change the server's responses could then choose what is installed")
 	}
 	if e.Verifier != nil {
-		sig, err := e.Fetcher.Get(ctx, c.ManifestURL+".minisig", 64<<10)
+		sig, err := e.Fetcher.Get(ctx, signatureURL(c.ManifestURL), 64<<10)
 		switch {
 		case err != nil && c.AllowUnsigned && isNotFound(err):
 			log.Warn("the manifest has no signature; accepted because AllowUnsigned=yes")
@@ -77,6 +77,20 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 		return nil, fmt.Errorf("refusing manifest %s: %w", shown, err)
 	}
 	return &fetched{m: m, raw: raw, baseURL: base}, nil
+}
+
+// signatureURL is <ManifestURL>.minisig, with ".minisig" added to the path, so a mirror that
+// authenticates by query string (…/manifest.json?token=…) serves the signature the same way.
+func signatureURL(manifestURL string) string {
+	u, err := url.Parse(manifestURL)
+	if err != nil || u.RawQuery == "" {
+		return manifestURL + ".minisig"
+	}
+	u.Path += ".minisig"
+	if u.RawPath != "" {
+		u.RawPath += ".minisig"
+	}
+	return u.String()
 }
 
 // isNotFound tells a signature that does not exist from one that could not be fetched.
