@@ -10,6 +10,11 @@ import (
 // JournalCursor returns the cursor of the newest journal entry inside, to
 // read what a step logs with JournalJSON(ctx, cursor, ...) afterwards.
 func (s *Sandbox) JournalCursor(ctx context.Context) (string, error) {
+	// Have journald write out what it has received first: an entry logged before this call
+	// but stored after the cursor would be taken for one logged after it.
+	if _, err := s.Output(ctx, "journalctl", "--sync"); err != nil {
+		return "", fmt.Errorf("cannot read journal cursor: %w", err)
+	}
 	out, err := s.Output(ctx, "journalctl", "--no-pager", "-n", "0", "--show-cursor")
 	if err != nil {
 		return "", fmt.Errorf("cannot read journal cursor: %w", err)
