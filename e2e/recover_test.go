@@ -24,7 +24,7 @@ func TestRecoveryByExecStopPost(t *testing.T) {
 	// interrupt starts an update without waiting for it, waits until sdupdate watches the
 	// agent, then runs stop (a systemctl command line). It returns the run's id and the
 	// journal cursor from before the run.
-	interrupt := func(t *testing.T, stop ...string) (runID, cursor string) {
+	interrupt := func(stop ...string) (runID, cursor string) {
 		cursor = s.cursor()
 		s.must("systemctl", "start", "--no-block", fixture.UpdateUnit)
 		watching := s.waitLogged(cursor, "watching "+fixture.AgentUnitID)
@@ -54,7 +54,7 @@ func TestRecoveryByExecStopPost(t *testing.T) {
 	t.Run("SIGTERM while watching: recover finishes the check", func(t *testing.T) {
 		s.t = t
 		s.release(v110)
-		runID, cursor := interrupt(t, "systemctl", "stop", fixture.UpdateUnit)
+		runID, cursor := interrupt("systemctl", "stop", fixture.UpdateUnit)
 		// `systemctl stop` returns once ExecStopPost= has run.
 		if st := s.prop(fixture.UpdateUnit, "ActiveState"); st == "activating" || st == "deactivating" {
 			t.Fatalf("%s is %s after systemctl stop returned", fixture.UpdateUnit, st)
@@ -72,7 +72,7 @@ func TestRecoveryByExecStopPost(t *testing.T) {
 		s.t = t
 		// Passes the restart job, then dies while watched: only the recovery can notice.
 		s.release(fixture.Agent{Version: "1.2.0", CrashAfter: 2 * time.Second})
-		runID, cursor := interrupt(t, "systemctl", "kill", "--signal=KILL", fixture.UpdateUnit)
+		runID, cursor := interrupt("systemctl", "kill", "--signal=KILL", fixture.UpdateUnit)
 		// ExecStopPost= runs while the unit is deactivating; then it has failed (killed).
 		if err := s.sb.WaitState(s.ctx, fixture.UpdateUnit, "failed"); err != nil {
 			t.Fatal(err)
@@ -85,7 +85,9 @@ func TestRecoveryByExecStopPost(t *testing.T) {
 		rolled := recovered(t, runID, cursor, logging.MsgRolledBack)
 		wantFields(t, rolled, map[string]string{logging.FieldFrom: "1.1.0", logging.FieldTo: "1.2.0"})
 		// Depending on when the gate looked: the restart systemd made, or how the process ended.
-		if reason := rolled.get(logging.FieldReason); !strings.Contains(reason, "NRestarts") && !strings.Contains(reason, "exit-code") {
+		reason := rolled.get(logging.FieldReason)
+		t.Logf("reason: %s", reason)
+		if !strings.Contains(reason, "NRestarts") && !strings.Contains(reason, "exit-code") {
 			t.Errorf("rolled back event's reason %q does not say what happened to the agent", reason)
 		}
 		if st := s.status(); st.Version != "1.1.0" || st.LastRun.Result != "rolled-back" || st.LastRun.RunID != runID {

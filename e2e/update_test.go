@@ -102,7 +102,7 @@ func TestUpdateUnderSystemd(t *testing.T) {
 		if snap := updated.get(logging.FieldSnapshot); snap == "" || !hasSnapshot(st, snap, "1.0.0") {
 			t.Errorf("updated event names snapshot %q; want one of 1.0.0 in status %+v", snap, st.Snapshots)
 		}
-		if strings.HasPrefix(st.UnitState, "active") == false {
+		if !strings.HasPrefix(st.UnitState, "active") {
 			t.Errorf("status says unit state %q, want active", st.UnitState)
 		}
 	})
