@@ -22,12 +22,13 @@ package faultfs
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/fsutil"
 )
 
 // ErrInjected is the cause of every injected failure; test with errors.Is.
@@ -207,27 +208,14 @@ func (f *FS) Chtimes(name string, atime, mtime time.Time) error {
 }
 
 // Link makes a hard link. It is counted like any mutation, then handed to
-// the wrapped Fs if it has a Link method, or to os.Link when the wrapped Fs
-// is the OS filesystem. Other filesystems (MemMapFs has no hard links) get
-// an error wrapping os.ErrInvalid, on which callers fall back to copying.
+// fsutil.HardLink on the wrapped Fs, so a filesystem without hard links
+// (MemMapFs) answers with fsutil.ErrNoHardLinks and callers copy instead,
+// exactly as they would without this wrapper.
 func (f *FS) Link(oldname, newname string) error {
 	if f.step() {
 		return linkErr("link", oldname, newname)
 	}
-	switch b := f.base.(type) {
-	case hardLinker:
-		return b.Link(oldname, newname)
-	case *afero.OsFs:
-		return os.Link(oldname, newname)
-	default:
-		return &os.LinkError{Op: "link", Old: oldname, New: newname,
-			Err: fmt.Errorf("%s has no hard links: %w", f.base.Name(), os.ErrInvalid)}
-	}
-}
-
-// hardLinker is what a wrapped Fs offers when it can make hard links.
-type hardLinker interface {
-	Link(oldname, newname string) error
+	return fsutil.HardLink(f.base, oldname, newname)
 }
 
 // LstatIfPossible delegates to the wrapped Fs when it can Lstat, and

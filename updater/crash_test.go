@@ -205,21 +205,10 @@ var sweepCases = []sweepCase{
 	},
 }
 
-// memFs is an in-memory disk that says it has no hard links the way fsutil.LinkOrCopy
-// understands (faultfs alone answers os.ErrInvalid for a MemMapFs, which fsutil does not take
-// for "copy instead"), so snapshots are copies, as on a filesystem without hard links.
-type memFs struct{ afero.Fs }
-
-func (memFs) Link(oldname, newname string) error {
-	return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: fsutil.ErrNoHardLinks}
-}
-
-func newMemFs() afero.Fs { return memFs{afero.NewMemMapFs()} }
-
 // freshMachine is a new in-memory machine prepared by c, with its agent (nil for Unit= empty).
 func freshMachine(t *testing.T, c sweepCase, s *site) (afero.Fs, *versionAgent, *config.Config) {
 	t.Helper()
-	fsys := newMemFs()
+	fsys := afero.NewMemMapFs()
 	cfg := crashConfig(s)
 	var agent *versionAgent
 	if c.agent != nil {
@@ -424,7 +413,7 @@ func sweep(t *testing.T, c sweepCase, crash bool) {
 // cloneFs copies a machine's disk, so one interrupted state can be recovered many times.
 func cloneFs(t *testing.T, src afero.Fs) afero.Fs {
 	t.Helper()
-	dst := newMemFs()
+	dst := afero.NewMemMapFs()
 	err := afero.Walk(src, "/", func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -555,7 +544,7 @@ func (c *cancelOnApply) Link(oldname, newname string) error {
 // whole when it returns — and then the old version is put back, exit 1.
 func TestSignalDuringApplyIsHeldUntilTheTreeIsConsistent(t *testing.T) {
 	s := newSite(t)
-	base := newMemFs()
+	base := afero.NewMemMapFs()
 	cfg := crashConfig(s)
 	cfg.Unit = "sd-agent.service"
 	agent := &versionAgent{fs: base, running: "preinstalled"}
