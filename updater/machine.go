@@ -79,7 +79,14 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 
 		case PhaseRollingBack:
 			e.notify("rolling back")
-			if err := e.restore(ctx, log, l, rec); err != nil {
+			err := e.restore(ctx, log, l, rec)
+			if err != nil {
+				// Restore is idempotent: a passing fault (one failed write) should not leave a
+				// mixed tree for an operator when a second try can finish it now.
+				log.WithError(err).Warn("restoring the snapshot failed; trying once more")
+				err = e.restore(ctx, log, l, rec)
+			}
+			if err != nil {
 				rec.Reason = joinReason(rec.Reason, err.Error())
 				rec.Outcome = OutcomeRollbackFailed
 				// The journal stays in rolling-back: restoring again is the right next step, and

@@ -101,7 +101,11 @@ func (j journal) save(r *Record) error {
 		return fmt.Errorf("cannot encode transaction journal: %w", err)
 	}
 	if err := fsutil.WriteFileAtomic(j.fs, j.path, data, 0o600); err != nil {
-		return fmt.Errorf("cannot write transaction journal: %w", err)
+		// Every later step depends on this record, so one passing fault gets a second try
+		// before the run has to stop and leave the rest to recovery.
+		if err2 := fsutil.WriteFileAtomic(j.fs, j.path, data, 0o600); err2 != nil {
+			return fmt.Errorf("cannot write transaction journal: %w", err)
+		}
 	}
 	return nil
 }
