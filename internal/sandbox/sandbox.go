@@ -64,6 +64,12 @@ var maskedUnits = []string{
 	// Periodic jobs.
 	"apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
 	"fstrim.timer", "man-db.timer", "systemd-tmpfiles-clean.timer",
+	// The network is the host's (no network namespace): a unit that wants
+	// network-online.target would otherwise run ifupdown, networkd or
+	// NetworkManager on the real interfaces, and poweroff would take them down.
+	"networking.service", "ifupdown-wait-online.service", "ifup@.service",
+	"systemd-networkd.service", "systemd-networkd.socket", "systemd-networkd-wait-online.service",
+	"NetworkManager.service", "NetworkManager-wait-online.service",
 }
 
 const (
