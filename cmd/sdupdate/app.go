@@ -9,6 +9,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/afero"
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/sdupdate/sdupdate/config"
@@ -72,6 +73,33 @@ func newApp(g *globalOptions) (*app, error) {
 func (a *app) close() {
 	if a.agent != nil {
 		a.agent.close()
+	}
+}
+
+// lockMode says whether a command changes the install (and so must hold the lock) or only
+// reads it.
+type lockMode int
+
+const (
+	readsInstall lockMode = iota
+	changesInstall
+)
+
+// withApp wires a command to the configuration and the engine and runs fn: holding the lock
+// when it changes the install, after recovering an interrupted run when it can.
+func withApp(g *globalOptions, mode lockMode, fn func(ctx context.Context, a *app) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		a, err := newApp(g)
+		if err != nil {
+			return err
+		}
+		defer a.close()
+		ctx := cmd.Context()
+		run := func() error { return fn(ctx, a) }
+		if mode == changesInstall {
+			return a.exclusive(ctx, run)
+		}
+		return a.shared(ctx, run)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -75,33 +76,26 @@ func newCheckCommand(g *globalOptions) *cobra.Command {
 		Short: "Tell whether a newer version is available (fetch and verify only)",
 		Long:  "Fetch and verify the manifest and compare it with the installed version. Exit 0: up to date; 100: an update is available; 1: error; 2: usage.",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := newApp(g)
+		RunE: withApp(g, readsInstall, func(ctx context.Context, a *app) error {
+			res, err := a.engine.Check(ctx)
 			if err != nil {
 				return err
 			}
-			defer a.close()
-			return a.shared(cmd.Context(), func() error {
-				res, err := a.engine.Check(cmd.Context())
-				if err != nil {
+			if g.json {
+				if err := writeJSON(g.stdout, res); err != nil {
 					return err
 				}
-				if g.json {
-					if err := writeJSON(g.stdout, res); err != nil {
-						return err
-					}
-				} else if res.UpdateAvailable {
-					fmt.Fprintf(g.stdout, "update available: %s -> %s (%d files to change, %d to remove, %s to download)\n",
-						displayVersion(res.Installed), res.Available, res.FilesChanged, res.FilesRemoved, updater.HumanBytes(res.BytesToDownload))
-				} else {
-					fmt.Fprintf(g.stdout, "up to date: installed %s, available %s\n", displayVersion(res.Installed), res.Available)
-				}
-				if res.UpdateAvailable {
-					return &exitError{code: updater.CodeUpdateAvailable, msg: "update available"}
-				}
-				return nil
-			})
-		},
+			} else if res.UpdateAvailable {
+				fmt.Fprintf(g.stdout, "update available: %s -> %s (%d files to change, %d to remove, %s to download)\n",
+					displayVersion(res.Installed), res.Available, res.FilesChanged, res.FilesRemoved, updater.HumanBytes(res.BytesToDownload))
+			} else {
+				fmt.Fprintf(g.stdout, "up to date: installed %s, available %s\n", displayVersion(res.Installed), res.Available)
+			}
+			if res.UpdateAvailable {
+				return &exitError{code: updater.CodeUpdateAvailable, msg: "update available"}
+			}
+			return nil
+		}),
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print one JSON document")
 	return cmd
@@ -115,20 +109,13 @@ func newRollbackCommand(g *globalOptions) *cobra.Command {
 		Long: `Restore a snapshot taken by an earlier update: by default the newest one of another
 version than the installed one. The agent is restarted and watched if it was running.` + exitStatusHelp,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := newApp(g)
-			if err != nil {
-				return err
+		RunE: withApp(g, changesInstall, func(ctx context.Context, a *app) error {
+			res, err := a.engine.Rollback(ctx, to)
+			if err == nil && !g.stdoutJournal {
+				fmt.Fprintf(g.stdout, "rolled back %s -> %s (snapshot %s)\n", displayVersion(res.From), displayVersion(res.To), res.Snapshot)
 			}
-			defer a.close()
-			return a.exclusive(cmd.Context(), func() error {
-				res, err := a.engine.Rollback(cmd.Context(), to)
-				if err == nil && !g.stdoutJournal {
-					fmt.Fprintf(g.stdout, "rolled back %s -> %s (snapshot %s)\n", displayVersion(res.From), displayVersion(res.To), res.Snapshot)
-				}
-				return err
-			})
-		},
+			return err
+		}),
 	}
 	cmd.Flags().StringVar(&to, "to", "", "snapshot id to restore (see `sdupdate snapshots`)")
 	return cmd
@@ -139,24 +126,17 @@ func newSnapshotsCommand(g *globalOptions) *cobra.Command {
 		Use:   "snapshots [--json]",
 		Short: "List snapshots: id, version, created, files, bytes",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := newApp(g)
+		RunE: withApp(g, readsInstall, func(ctx context.Context, a *app) error {
+			list, err := a.engine.Snapshots()
 			if err != nil {
 				return err
 			}
-			defer a.close()
-			return a.shared(cmd.Context(), func() error {
-				list, err := a.engine.Snapshots()
-				if err != nil {
-					return err
-				}
-				if g.json {
-					return writeJSON(g.stdout, list)
-				}
-				printSnapshots(g.stdout, list)
-				return nil
-			})
-		},
+			if g.json {
+				return writeJSON(g.stdout, list)
+			}
+			printSnapshots(g.stdout, list)
+			return nil
+		}),
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print one JSON document")
 	return cmd
@@ -180,49 +160,42 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 		Use:   "status [--json]",
 		Short: "Show the installed version, the agent unit, the last run and the snapshots",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := newApp(g)
+		RunE: withApp(g, readsInstall, func(ctx context.Context, a *app) error {
+			st, err := a.engine.Status(ctx)
 			if err != nil {
 				return err
 			}
-			defer a.close()
-			return a.shared(cmd.Context(), func() error {
-				st, err := a.engine.Status(cmd.Context())
-				if err != nil {
-					return err
+			if g.json {
+				return writeJSON(g.stdout, st)
+			}
+			w := g.stdout
+			fmt.Fprintf(w, "version:    %s\n", displayVersion(st.Version))
+			fmt.Fprintf(w, "directory:  %s (%d managed files)\n", st.Directory, st.Files)
+			fmt.Fprintf(w, "source:     %s\n", st.ManifestURL)
+			unit := st.Unit
+			if unit == "" {
+				unit = "(none)"
+			}
+			fmt.Fprintf(w, "unit:       %s: %s\n", unit, st.UnitState)
+			if st.InProgress != nil {
+				fmt.Fprintf(w, "in progress: %s %s -> %s, phase %s, pid %d (run %s)\n", st.InProgress.Kind,
+					displayVersion(st.InProgress.From), displayVersion(st.InProgress.To), st.InProgress.Phase, st.InProgress.PID, st.InProgress.RunID)
+			}
+			if lr := st.LastRun; lr != nil {
+				fmt.Fprintf(w, "last run:   %s %s (%s -> %s) at %s, run %s\n", lr.Command, lr.Result, displayVersion(lr.From), displayVersion(lr.To),
+					lr.Finished.Local().Format(time.RFC3339), lr.RunID)
+				if lr.Reason != "" {
+					fmt.Fprintf(w, "            reason: %s\n", lr.Reason)
 				}
-				if g.json {
-					return writeJSON(g.stdout, st)
-				}
-				w := g.stdout
-				fmt.Fprintf(w, "version:    %s\n", displayVersion(st.Version))
-				fmt.Fprintf(w, "directory:  %s (%d managed files)\n", st.Directory, st.Files)
-				fmt.Fprintf(w, "source:     %s\n", st.ManifestURL)
-				unit := st.Unit
-				if unit == "" {
-					unit = "(none)"
-				}
-				fmt.Fprintf(w, "unit:       %s: %s\n", unit, st.UnitState)
-				if st.InProgress != nil {
-					fmt.Fprintf(w, "in progress: %s %s -> %s, phase %s, pid %d (run %s)\n", st.InProgress.Kind,
-						displayVersion(st.InProgress.From), displayVersion(st.InProgress.To), st.InProgress.Phase, st.InProgress.PID, st.InProgress.RunID)
-				}
-				if lr := st.LastRun; lr != nil {
-					fmt.Fprintf(w, "last run:   %s %s (%s -> %s) at %s, run %s\n", lr.Command, lr.Result, displayVersion(lr.From), displayVersion(lr.To),
-						lr.Finished.Local().Format(time.RFC3339), lr.RunID)
-					if lr.Reason != "" {
-						fmt.Fprintf(w, "            reason: %s\n", lr.Reason)
-					}
-				} else {
-					fmt.Fprintln(w, "last run:   none")
-				}
-				fmt.Fprintf(w, "snapshots:  %d\n", len(st.Snapshots))
-				if len(st.Snapshots) > 0 {
-					printSnapshots(w, st.Snapshots)
-				}
-				return nil
-			})
-		},
+			} else {
+				fmt.Fprintln(w, "last run:   none")
+			}
+			fmt.Fprintf(w, "snapshots:  %d\n", len(st.Snapshots))
+			if len(st.Snapshots) > 0 {
+				printSnapshots(w, st.Snapshots)
+			}
+			return nil
+		}),
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print one JSON document")
 	return cmd
@@ -234,36 +207,29 @@ func newVerifyCommand(g *globalOptions) *cobra.Command {
 		Short: "Check the installed files against the installed manifest; list each mismatch",
 		Long:  "Exit 0 when every installed file matches the installed manifest, 1 when one does not (each is listed) or nothing is installed yet.",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := newApp(g)
+		RunE: withApp(g, readsInstall, func(ctx context.Context, a *app) error {
+			version, mismatches, err := a.engine.Verify(ctx)
 			if err != nil {
 				return err
 			}
-			defer a.close()
-			return a.shared(cmd.Context(), func() error {
-				version, mismatches, err := a.engine.Verify(cmd.Context())
-				if err != nil {
+			if g.json {
+				if err := writeJSON(g.stdout, map[string]any{"version": version, "intact": len(mismatches) == 0, "mismatches": mismatches}); err != nil {
 					return err
 				}
-				if g.json {
-					if err := writeJSON(g.stdout, map[string]any{"version": version, "intact": len(mismatches) == 0, "mismatches": mismatches}); err != nil {
-						return err
-					}
-				} else {
-					for _, m := range mismatches {
-						fmt.Fprintf(g.stdout, "MISMATCH %s: %s\n", m.Name, m.Problem)
-					}
+			} else {
+				for _, m := range mismatches {
+					fmt.Fprintf(g.stdout, "MISMATCH %s: %s\n", m.Name, m.Problem)
 				}
-				if len(mismatches) > 0 {
-					return &updater.Error{Code: updater.CodeFailed, Err: fmt.Errorf("%d installed %s differ from version %s; `sdupdate update --repair` fetches them again",
-						len(mismatches), map[bool]string{true: "file", false: "files"}[len(mismatches) == 1], version)}
-				}
-				if !g.json {
-					fmt.Fprintf(g.stdout, "intact: every file of version %s matches\n", version)
-				}
-				return nil
-			})
-		},
+			}
+			if len(mismatches) > 0 {
+				return &updater.Error{Code: updater.CodeFailed, Err: fmt.Errorf("%d installed %s differ from version %s; `sdupdate update --repair` fetches them again",
+					len(mismatches), map[bool]string{true: "file", false: "files"}[len(mismatches) == 1], version)}
+			}
+			if !g.json {
+				fmt.Fprintf(g.stdout, "intact: every file of version %s matches\n", version)
+			}
+			return nil
+		}),
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print one JSON document")
 	return cmd
@@ -277,14 +243,8 @@ func newRecoverCommand(g *globalOptions) *cobra.Command {
 as ExecStopPost=, so a killed updater is recovered at once. Exit 0: nothing to do or recovered;
 4: an operator is needed.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := newApp(g)
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			return a.exclusive(cmd.Context(), func() error { return nil })
-		},
+		// Taking the lock recovers whatever the journal holds; nothing else is left to do.
+		RunE: withApp(g, changesInstall, func(context.Context, *app) error { return nil }),
 	}
 }
 
