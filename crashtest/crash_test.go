@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sdupdate/sdupdate/internal/fixture"
 )
 
 // binary is the sdupdate built once for the whole package by TestMain, in workDir, which also
@@ -41,11 +43,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	workDir = dir
-	binary = filepath.Join(dir, "sdupdate")
-	build := exec.Command("go", "build", "-o", binary, "github.com/sdupdate/sdupdate/cmd/sdupdate")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "cannot build sdupdate:", err)
+	if binary, err = fixture.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sdupdate/sdupdate/internal/fixture"
 )
 
 // binary is the sdupdate built once for the whole package by TestMain.
@@ -37,11 +39,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "sdupdate")
-	build := exec.Command("go", "build", "-o", binary, "github.com/sdupdate/sdupdate/cmd/sdupdate")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "cannot build sdupdate:", err)
+	if binary, err = fixture.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

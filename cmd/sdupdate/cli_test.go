@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sdupdate/sdupdate/internal/fixture"
 	"github.com/sdupdate/sdupdate/lock"
 )
 
@@ -27,10 +28,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "sdupdate")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "cannot build sdupdate: %v\n%s", err, out)
+	if binary, err = fixture.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
