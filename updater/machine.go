@@ -51,7 +51,7 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 		case PhaseRestarting, PhaseRollbackRestarting:
 			rollingBack := rec.Phase == PhaseRollbackRestarting
 			e.notify(fmt.Sprintf("waiting for %s to come up", e.Config.Unit))
-			log.WithField(logging.FieldPhase, "restart").Infof("restarting %s and watching it", e.Config.Unit)
+			log.WithField(logging.FieldPhase, "restart").Debugf("handing %s to the restart gate", e.Config.Unit)
 			err := e.Agent.RestartAndWait(ctx, log)
 			if ctx.Err() != nil {
 				return e.interrupted(log, rec)
