@@ -2,7 +2,6 @@ package updater
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/sirupsen/logrus"
@@ -239,5 +238,3 @@ func joinReason(a, b string) string {
 	}
 	return a + "; " + b
 }
-
-var _ = errors.New
