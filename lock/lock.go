@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gofrs/flock"
 )
@@ -59,7 +60,14 @@ func Acquire(path string) (*Lock, error) {
 		return nil, fmt.Errorf("cannot lock %s: %w", path, err)
 	}
 	if !ok {
-		return nil, &HeldError{PID: readPID(path), Path: path}
+		// The holder writes its pid just after it takes the lock; a command arriving in that
+		// instant waits a few milliseconds for it rather than report no pid.
+		pid := readPID(path)
+		for i := 0; pid == 0 && i < 10; i++ {
+			time.Sleep(5 * time.Millisecond)
+			pid = readPID(path)
+		}
+		return nil, &HeldError{PID: pid, Path: path}
 	}
 	l := &Lock{fl: fl, path: path}
 	if err := writePID(path, os.Getpid()); err != nil {
