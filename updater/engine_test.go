@@ -424,3 +424,23 @@ func TestSignatureURLKeepsQueryString(t *testing.T) {
 		}
 	}
 }
+
+func TestRecoverRemovesTempFilesACrashLeftInStateDirectory(t *testing.T) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	e := newEngine(fsys, testConfig(s), nil)
+	installV1(t, s, fsys, e)
+	stale := filepath.Join(stateDir, ".sdupdate-0123456789ab-txn.json")
+	if err := afero.WriteFile(fsys, stale, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := afero.Exists(fsys, stale); ok {
+		t.Error("a temp file of a cut-short atomic write is still in the state directory")
+	}
+	if ok, _ := afero.Exists(fsys, filepath.Join(stateDir, "installed.json")); !ok {
+		t.Error("installed.json went too")
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/logging"
 )
 
@@ -86,6 +87,17 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 // cleanupStale removes garbage of crashed runs that no journal refers to: staging directories,
 // incomplete snapshots and rename probes.
 func (e *Engine) cleanupStale(l *layout, keep *Record) {
+	// Temp files of an atomic write (journal, installed.json, last-run.json) that a crash cut
+	// short: StateDirectory holds nothing else of that name, and the lock is held.
+	if names, err := readDirNames(e, l.state); err == nil {
+		for _, n := range names {
+			if fsutil.IsTempName(n) {
+				if err := e.Fs.Remove(filepath.Join(l.state, n)); err != nil {
+					e.Log.WithError(err).Warnf("cannot remove stale temp file %s", filepath.Join(l.state, n))
+				}
+			}
+		}
+	}
 	e.removeStaleProbes(l)
 	for _, staging := range e.stagingDirs(l) {
 		entries, err := readDirNames(e, staging)
