@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -46,8 +48,24 @@ func TempName(dir, base string) string {
 	return filepath.Join(dir, ".sdupdate-"+hex.EncodeToString(b[:])+"-"+filepath.Base(base))
 }
 
-// IsTempName reports whether name (a base name) was made by TempName.
-func IsTempName(name string) bool { return strings.HasPrefix(filepath.Base(name), ".sdupdate-") }
+// tempPattern matches the names TempName makes: ".sdupdate-" + 12 hex digits + "-" + base.
+var tempPattern = regexp.MustCompile(`^\.sdupdate-[0-9a-f]{12}-(.+)$`)
+
+// TempBase returns the base a TempName was made for, and whether name (a path or base name)
+// is such a name at all.
+func TempBase(name string) (base string, ok bool) {
+	m := tempPattern.FindStringSubmatch(filepath.Base(name))
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+// IsTempName reports whether name (a path or base name) was made by TempName.
+func IsTempName(name string) bool {
+	_, ok := TempBase(name)
+	return ok
+}
 
 // SyncDir fsyncs a directory so that renames and creations inside it survive a power loss.
 func SyncDir(fsys afero.Fs, dir string) error {
@@ -245,4 +263,69 @@ func SameFilesystem(fsys afero.Fs, a, b string) (bool, error) {
 		return true, nil
 	}
 	return sa.Dev == sb.Dev, nil
+}
+
+// MkdirsUnder makes the directories of the slash path rel ("." for none) under root, one level at
+// a time, so that a symlink or non-directory on the way is refused rather than followed. It
+// returns the directories it created.
+func MkdirsUnder(fsys afero.Fs, root, rel string, perm os.FileMode) ([]string, error) {
+	if rel == "." || rel == "" {
+		return nil, nil
+	}
+	var created []string
+	cur := root
+	for _, seg := range strings.Split(rel, "/") {
+		cur = filepath.Join(cur, seg)
+		fi, err := Lstat(fsys, cur)
+		switch {
+		case err == nil && fi.Mode()&os.ModeSymlink != 0:
+			return created, fmt.Errorf("%s is a symlink; sdupdate never writes through symlinks: %w", cur, ErrUnsafePath)
+		case err == nil && !fi.IsDir():
+			return created, fmt.Errorf("%s is not a directory: %w", cur, ErrUnsafePath)
+		case err == nil:
+			continue
+		case !errors.Is(err, os.ErrNotExist):
+			return created, fmt.Errorf("cannot inspect %s: %w", cur, err)
+		}
+		if err := Mkdir(fsys, cur, perm); err != nil {
+			return created, err
+		}
+		created = append(created, cur)
+	}
+	return created, nil
+}
+
+// Mkdir makes one directory with exactly perm, whatever the umask.
+func Mkdir(fsys afero.Fs, p string, perm os.FileMode) error {
+	if err := fsys.Mkdir(p, perm); err != nil {
+		return fmt.Errorf("cannot create directory %s: %w", p, err)
+	}
+	if err := fsys.Chmod(p, perm|os.ModeDir); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", p, err)
+	}
+	return nil
+}
+
+// SyncDirs fsyncs every directory in dirs that still exists, deepest first.
+func SyncDirs(fsys afero.Fs, dirs map[string]bool) error {
+	list := make([]string, 0, len(dirs))
+	for d := range dirs {
+		list = append(list, d)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if len(list[i]) != len(list[j]) {
+			return len(list[i]) > len(list[j])
+		}
+		return list[i] < list[j]
+	})
+	for _, d := range list {
+		fi, err := Lstat(fsys, d)
+		if errors.Is(err, os.ErrNotExist) || err == nil && !fi.IsDir() {
+			continue
+		}
+		if err := SyncDir(fsys, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -60,7 +59,7 @@ func (s *Store) Restore(ctx context.Context, id string, current []string) error 
 	err = s.applyRestore(ctx, p, touched)
 	// Sync even after a failure: what did change should be durable, so that the next Restore
 	// starts from what is really on disk.
-	serr := syncDirs(s.Fs, touched)
+	serr := fsutil.SyncDirs(s.Fs, touched)
 	if err != nil {
 		return fmt.Errorf("cannot restore snapshot %s (run the restore again; it resumes): %w", id, err)
 	}
@@ -226,14 +225,11 @@ func (s *Store) onlyOurs(p *restorePlan, dir string) error {
 	})
 }
 
-// tempPattern matches the names fsutil.TempName makes: ".sdupdate-" + 12 hex digits + "-" + base.
-var tempPattern = regexp.MustCompile(`^\.sdupdate-[0-9a-f]{12}-(.+)$`)
-
 // isStaleTemp reports whether base is a temporary file made for one of the managed names in
 // bases (all in one directory).
 func isStaleTemp(base string, bases map[string]bool) bool {
-	m := tempPattern.FindStringSubmatch(base)
-	return m != nil && bases[m[1]]
+	b, ok := fsutil.TempBase(base)
+	return ok && bases[b]
 }
 
 // removeStaleTemps removes temporary files left beside managed names by an interrupted Restore
@@ -361,7 +357,7 @@ func (s *Store) place(m *Meta, f FileMeta, touched map[string]bool) error {
 		}
 		touched[dir] = true
 	}
-	created, err := mkdirsUnder(s.Fs, s.InstallDir, path.Dir(f.Name), 0o755)
+	created, err := fsutil.MkdirsUnder(s.Fs, s.InstallDir, path.Dir(f.Name), 0o755)
 	for _, d := range created {
 		touched[d] = true
 		touched[filepath.Dir(d)] = true

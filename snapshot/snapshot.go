@@ -278,7 +278,7 @@ func (s *Store) Create(ctx context.Context, id, version string, manifest []byte,
 	}()
 	toSync[s.Dir] = true
 	toSync[dir] = true
-	if err := mkdir(s.Fs, filepath.Join(dir, filesDir), 0o700); err != nil {
+	if err := fsutil.Mkdir(s.Fs, filepath.Join(dir, filesDir), 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
 	}
 	toSync[filepath.Join(dir, filesDir)] = true
@@ -313,7 +313,7 @@ func (s *Store) Create(ctx context.Context, id, version string, manifest []byte,
 	}
 	// Files written by copy were fsynced by fsutil.CopyFile; links and new directories only
 	// exist once the directories holding them are synced.
-	if err := syncDirs(s.Fs, toSync); err != nil {
+	if err := fsutil.SyncDirs(s.Fs, toSync); err != nil {
 		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
 	}
 	data, err := json.MarshalIndent(onDisk(m), "", "  ")
@@ -342,7 +342,7 @@ func (s *Store) addFile(id, name string) (*FileMeta, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot inspect %s: %w", src, err)
 	}
-	made, err := mkdirsUnder(s.Fs, filepath.Join(s.snapDir(id), filesDir), path.Dir(name), 0o700)
+	made, err := fsutil.MkdirsUnder(s.Fs, filepath.Join(s.snapDir(id), filesDir), path.Dir(name), 0o700)
 	if err != nil {
 		return nil, made, err
 	}
@@ -387,77 +387,12 @@ func mkdirAll(fsys afero.Fs, dir string, perm os.FileMode) ([]string, error) {
 	}
 	var created []string
 	for i := len(missing) - 1; i >= 0; i-- {
-		if err := mkdir(fsys, missing[i], perm); err != nil {
+		if err := fsutil.Mkdir(fsys, missing[i], perm); err != nil {
 			return created, err
 		}
 		created = append(created, missing[i])
 	}
 	return created, nil
-}
-
-// mkdirsUnder makes the directories of the slash path rel ("." for none) under root, one level at
-// a time, so that a symlink or non-directory on the way is refused rather than followed. It
-// returns the directories it created.
-func mkdirsUnder(fsys afero.Fs, root, rel string, perm os.FileMode) ([]string, error) {
-	if rel == "." || rel == "" {
-		return nil, nil
-	}
-	var created []string
-	cur := root
-	for _, seg := range strings.Split(rel, "/") {
-		cur = filepath.Join(cur, seg)
-		fi, err := fsutil.Lstat(fsys, cur)
-		switch {
-		case err == nil && fi.Mode()&os.ModeSymlink != 0:
-			return created, fmt.Errorf("%s is a symlink; sdupdate never writes through symlinks: %w", cur, fsutil.ErrUnsafePath)
-		case err == nil && !fi.IsDir():
-			return created, fmt.Errorf("%s is not a directory: %w", cur, fsutil.ErrUnsafePath)
-		case err == nil:
-			continue
-		case !errors.Is(err, os.ErrNotExist):
-			return created, fmt.Errorf("cannot inspect %s: %w", cur, err)
-		}
-		if err := mkdir(fsys, cur, perm); err != nil {
-			return created, err
-		}
-		created = append(created, cur)
-	}
-	return created, nil
-}
-
-// mkdir makes one directory with exactly perm, whatever the umask.
-func mkdir(fsys afero.Fs, p string, perm os.FileMode) error {
-	if err := fsys.Mkdir(p, perm); err != nil {
-		return fmt.Errorf("cannot create directory %s: %w", p, err)
-	}
-	if err := fsys.Chmod(p, perm|os.ModeDir); err != nil {
-		return fmt.Errorf("cannot set mode of %s: %w", p, err)
-	}
-	return nil
-}
-
-// syncDirs fsyncs every directory in dirs that still exists, deepest first.
-func syncDirs(fsys afero.Fs, dirs map[string]bool) error {
-	list := make([]string, 0, len(dirs))
-	for d := range dirs {
-		list = append(list, d)
-	}
-	sort.Slice(list, func(i, j int) bool {
-		if len(list[i]) != len(list[j]) {
-			return len(list[i]) > len(list[j])
-		}
-		return list[i] < list[j]
-	})
-	for _, d := range list {
-		fi, err := fsutil.Lstat(fsys, d)
-		if errors.Is(err, os.ErrNotExist) || err == nil && !fi.IsDir() {
-			continue
-		}
-		if err := fsutil.SyncDir(fsys, d); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // readMeta loads Dir/<id>/meta.json. It returns an error wrapping os.ErrNotExist when the

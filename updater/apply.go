@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/sdupdate/sdupdate/fsutil"
@@ -33,8 +33,13 @@ func (e *Engine) apply(l *layout, rec *Record) error {
 			continue
 		}
 		dir := filepath.Dir(target)
-		if err := e.mkdirs(l.install, dir, touched); err != nil {
-			return err
+		created, err := fsutil.MkdirsUnder(e.Fs, l.install, path.Dir(op.Name), 0o755)
+		for _, d := range created {
+			// A new directory's entry in its parent must be made durable too.
+			touched[d], touched[filepath.Dir(d)] = true, true
+		}
+		if err != nil {
+			return fmt.Errorf("cannot create the directory of %q: %w", op.Name, err)
 		}
 		if err := e.Fs.Rename(op.Staged, target); err != nil {
 			return fmt.Errorf("cannot move %s into place as %s: %w", op.Staged, target, err)
@@ -46,33 +51,7 @@ func (e *Engine) apply(l *layout, rec *Record) error {
 			e.removeEmptyParents(l.install, filepath.Join(l.install, filepath.FromSlash(op.Name)), touched)
 		}
 	}
-	return e.syncDirs(touched)
-}
-
-// mkdirs creates dir and its missing parents inside root as real directories, recording each
-// one created so its parent is fsynced too.
-func (e *Engine) mkdirs(root, dir string, touched map[string]bool) error {
-	if _, err := e.Fs.Stat(dir); err == nil {
-		return nil
-	}
-	rel, err := filepath.Rel(root, dir)
-	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
-		return fmt.Errorf("directory %s is not inside %s", dir, root)
-	}
-	cur := root
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		parent := cur
-		cur = filepath.Join(cur, part)
-		if _, err := fsutil.Lstat(e.Fs, cur); err == nil {
-			continue
-		}
-		if err := e.Fs.Mkdir(cur, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("cannot create directory %s: %w", cur, err)
-		}
-		touched[parent] = true
-		touched[cur] = true
-	}
-	return nil
+	return fsutil.SyncDirs(e.Fs, touched)
 }
 
 // removeEmptyParents removes the directories a removed file leaves empty, up to root. A
@@ -98,22 +77,4 @@ func readDirNames(e *Engine, dir string) ([]string, error) {
 	}
 	defer f.Close()
 	return f.Readdirnames(-1)
-}
-
-// syncDirs fsyncs directories deepest first, so a new directory's entry in its parent is
-// durable after its own contents are.
-func (e *Engine) syncDirs(dirs map[string]bool) error {
-	list := make([]string, 0, len(dirs))
-	for d := range dirs {
-		if _, err := e.Fs.Stat(d); err == nil {
-			list = append(list, d)
-		}
-	}
-	sort.Slice(list, func(i, j int) bool { return len(list[i]) > len(list[j]) })
-	for _, d := range list {
-		if err := fsutil.SyncDir(e.Fs, d); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -17,7 +16,6 @@ import (
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
-	"github.com/sdupdate/sdupdate/snapshot"
 )
 
 // Fetcher gets manifests, signatures and files. fetch.Client is the real one.
@@ -159,10 +157,6 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	return l, nil
 }
 
-// probePattern matches the files fsutil.CanRenameBetween renames from the state directory into
-// the install directory and removes again.
-var probePattern = regexp.MustCompile(`^\.sdupdate-[0-9a-f]{12}-probe$`)
-
 // removeStaleProbes removes rename probes left in the install or state directory by a run that
 // was killed (or whose removal failed) between creating and removing one: they are ours, and
 // the install directory must hold exactly the agent's files and the operator's. It runs where
@@ -176,7 +170,8 @@ func (e *Engine) removeStaleProbes(l *layout) {
 		}
 		removed := false
 		for _, n := range names {
-			if !probePattern.MatchString(n) {
+			// fsutil.CanRenameBetween's probe: a TempName made for "probe".
+			if base, ok := fsutil.TempBase(n); !ok || base != "probe" {
 				continue
 			}
 			if err := e.Fs.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -192,10 +187,6 @@ func (e *Engine) removeStaleProbes(l *layout) {
 }
 
 func (e *Engine) journal(l *layout) journal { return journal{fs: e.Fs, path: l.txn} }
-
-func (e *Engine) snapshots(l *layout) *snapshot.Store {
-	return &snapshot.Store{Fs: e.Fs, Dir: l.snapshots, InstallDir: l.install, Now: e.Now}
-}
 
 // installedManifest is the manifest recorded by the last successful update, or nil before it.
 func (e *Engine) installedManifest(l *layout) (*manifest.Manifest, []byte, error) {

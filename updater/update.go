@@ -162,7 +162,7 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		return abort("snapshot", err)
 	}
 	e.notify("taking snapshot")
-	store := e.snapshots(l)
+	store := e.storeAt(l, l.snapshots)
 	if _, err := store.Create(ctx, rec.Snapshot, from, installedRaw, runID, managedNames(installed, f.m)); err != nil {
 		return abort("snapshot", fmt.Errorf("cannot snapshot the install before changing it: %w", err))
 	}
