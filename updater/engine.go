@@ -225,8 +225,8 @@ func versionOf(m *manifest.Manifest) string {
 	return m.Version
 }
 
-// display renders an unknown version for people.
-func display(v string) string {
+// DisplayVersion renders a version for people: "" (not known yet) is "unknown".
+func DisplayVersion(v string) string {
 	if v == "" {
 		return "unknown"
 	}

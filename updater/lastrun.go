@@ -38,15 +38,15 @@ type LastRun struct {
 func (lr *LastRun) summary() string {
 	switch {
 	case lr.Result == OutcomeUpdated:
-		return fmt.Sprintf("updated %s -> %s", display(lr.From), display(lr.To))
+		return fmt.Sprintf("updated %s -> %s", DisplayVersion(lr.From), DisplayVersion(lr.To))
 	case lr.Result == OutcomeUpToDate:
-		return fmt.Sprintf("already up to date (%s)", display(lr.From))
+		return fmt.Sprintf("already up to date (%s)", DisplayVersion(lr.From))
 	case lr.Result == OutcomeFailed:
-		return fmt.Sprintf("update to %s failed, install unchanged", display(lr.To))
+		return fmt.Sprintf("update to %s failed, install unchanged", DisplayVersion(lr.To))
 	case lr.Result == OutcomeRolledBack && lr.Command == KindRollback:
-		return fmt.Sprintf("rolled back %s -> %s", display(lr.From), display(lr.To))
+		return fmt.Sprintf("rolled back %s -> %s", DisplayVersion(lr.From), DisplayVersion(lr.To))
 	case lr.Result == OutcomeRolledBack:
-		return fmt.Sprintf("rolled back: %s failed to come up, %s is running", display(lr.To), display(lr.From))
+		return fmt.Sprintf("rolled back: %s failed to come up, %s is running", DisplayVersion(lr.To), DisplayVersion(lr.From))
 	}
 	return "rollback failed, operator needed (see sdupdate status)"
 }

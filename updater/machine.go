@@ -66,7 +66,7 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 			default:
 				rec.Reason = joinReason(rec.Reason, err.Error())
 				log.WithFields(logrus.Fields{logging.FieldPhase: "health", logging.FieldReason: err.Error()}).
-					Errorf("version %s did not come up: %v; rolling back to %s", rec.To, err, display(rec.From))
+					Errorf("version %s did not come up: %v; rolling back to %s", rec.To, err, DisplayVersion(rec.From))
 			}
 			next := PhaseDone
 			if err != nil && !rollingBack {
@@ -152,7 +152,7 @@ func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec 
 		return err
 	}
 	log.WithFields(logrus.Fields{logging.FieldPhase: "rollback", logging.FieldSnapshot: rec.Snapshot}).
-		Infof("restored snapshot %s (version %s, %d files)", rec.Snapshot, display(meta.Version), len(meta.Files))
+		Infof("restored snapshot %s (version %s, %d files)", rec.Snapshot, DisplayVersion(meta.Version), len(meta.Files))
 	return nil
 }
 
@@ -160,7 +160,7 @@ func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec 
 // removes what the run left behind. clear is false when the journal must stay for a retry.
 func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (*Result, error) {
 	res := &Result{RunID: rec.RunID, Outcome: rec.Outcome, From: rec.From, To: rec.To, Snapshot: rec.Snapshot, Reason: rec.Reason}
-	fields := logrus.Fields{logging.FieldFrom: display(rec.From), logging.FieldTo: display(rec.To), logging.FieldSnapshot: rec.Snapshot}
+	fields := logrus.Fields{logging.FieldFrom: DisplayVersion(rec.From), logging.FieldTo: DisplayVersion(rec.To), logging.FieldSnapshot: rec.Snapshot}
 	if rec.Reason != "" {
 		fields[logging.FieldReason] = rec.Reason
 	}
@@ -168,7 +168,7 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 	switch rec.Outcome {
 	case OutcomeUpdated:
 		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "health", logging.MsgUpdated
-		msg := fmt.Sprintf("updated %s -> %s", display(rec.From), rec.To)
+		msg := fmt.Sprintf("updated %s -> %s", DisplayVersion(rec.From), rec.To)
 		if rec.Restarted {
 			msg += fmt.Sprintf("; %s restarted and healthy", e.Config.Unit)
 		}
@@ -176,10 +176,10 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 	case OutcomeRolledBack:
 		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgRolledBack
 		if rec.Kind == KindRollback {
-			log.WithFields(fields).Infof("rolled back from %s to %s (snapshot %s)", display(rec.From), display(rec.To), rec.Snapshot)
+			log.WithFields(fields).Infof("rolled back from %s to %s (snapshot %s)", DisplayVersion(rec.From), DisplayVersion(rec.To), rec.Snapshot)
 		} else {
-			log.WithFields(fields).Errorf("rolled back: version %s failed to come up, %s restored and running (%s)", rec.To, display(rec.From), rec.Reason)
-			err = withCode(CodeRolledBack, fmt.Errorf("version %s failed to come up and was rolled back; %s is running: %s", rec.To, display(rec.From), rec.Reason))
+			log.WithFields(fields).Errorf("rolled back: version %s failed to come up, %s restored and running (%s)", rec.To, DisplayVersion(rec.From), rec.Reason)
+			err = withCode(CodeRolledBack, fmt.Errorf("version %s failed to come up and was rolled back; %s is running: %s", rec.To, DisplayVersion(rec.From), rec.Reason))
 		}
 	case OutcomeFailed:
 		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgFailed
@@ -227,7 +227,7 @@ func (e *Engine) stuck(log *logrus.Entry, l *layout, rec *Record, err error) (*R
 // ExecStopPost= runs `sdupdate recover` at once, which finishes the watch or restores the old
 // version.
 func (e *Engine) interrupted(log *logrus.Entry, rec *Record) (*Result, error) {
-	log.WithField(logging.FieldPhase, "restart").Warnf("interrupted while %s was being watched; `sdupdate recover` finishes the check or restores %s", e.Config.Unit, display(rec.From))
+	log.WithField(logging.FieldPhase, "restart").Warnf("interrupted while %s was being watched; `sdupdate recover` finishes the check or restores %s", e.Config.Unit, DisplayVersion(rec.From))
 	return &Result{RunID: rec.RunID, Outcome: "interrupted", From: rec.From, To: rec.To, Snapshot: rec.Snapshot},
 		withCode(CodeFailed, fmt.Errorf("%w while %s was being watched; run `sdupdate recover` to finish", ErrInterrupted, e.Config.Unit))
 }

@@ -203,7 +203,7 @@ func PrintPlan(w io.Writer, p *Plan) {
 	add, change, remove := p.Counts()
 	bytes, files := p.DownloadBytes()
 	fmt.Fprintf(w, "update %s -> %s: %d to add, %d to change, %d to remove; %d files to download (%s)\n",
-		display(p.From), p.To, add, change, remove, files, HumanBytes(bytes))
+		DisplayVersion(p.From), p.To, add, change, remove, files, HumanBytes(bytes))
 	for _, c := range p.Changes {
 		kind := "change"
 		if c.Add {

@@ -52,8 +52,8 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 	}
 	runID := e.runID()
 	log := e.runLog(runID)
-	log.WithFields(logrus.Fields{logging.FieldPhase: "rollback", logging.FieldFrom: display(versionOf(installed)), logging.FieldTo: display(meta.Version), logging.FieldSnapshot: meta.ID}).
-		Infof("rolling back from %s to %s (snapshot %s)", display(versionOf(installed)), display(meta.Version), meta.ID)
+	log.WithFields(logrus.Fields{logging.FieldPhase: "rollback", logging.FieldFrom: DisplayVersion(versionOf(installed)), logging.FieldTo: DisplayVersion(meta.Version), logging.FieldSnapshot: meta.ID}).
+		Infof("rolling back from %s to %s (snapshot %s)", DisplayVersion(versionOf(installed)), DisplayVersion(meta.Version), meta.ID)
 	// Checks first: a damaged snapshot or a symlink in the way refuses the rollback before any
 	// file changes.
 	if err := store.Verify(meta.ID); err != nil {

@@ -56,7 +56,7 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		res.Outcome, res.Reason = OutcomeFailed, err.Error()
 		log.WithFields(logrus.Fields{
 			logging.FieldPhase: phase, logging.FieldMessageID: logging.MsgFailed,
-			logging.FieldFrom: display(from), logging.FieldTo: res.To, logging.FieldReason: err.Error(),
+			logging.FieldFrom: DisplayVersion(from), logging.FieldTo: res.To, logging.FieldReason: err.Error(),
 		}).Errorf("update failed, install unchanged: %v", err)
 		if !opts.DryRun {
 			e.recordLastRun(l, &LastRun{RunID: runID, Command: KindUpdate, Result: OutcomeFailed, From: from, To: res.To, Started: started, Reason: err.Error()})
@@ -67,8 +67,8 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		return res, err
 	}
 
-	log.WithFields(logrus.Fields{logging.FieldPhase: "check", logging.FieldFrom: display(from)}).
-		Infof("installed version %s; checking %s", display(from), fetch.Redact(e.Config.ManifestURL))
+	log.WithFields(logrus.Fields{logging.FieldPhase: "check", logging.FieldFrom: DisplayVersion(from)}).
+		Infof("installed version %s; checking %s", DisplayVersion(from), fetch.Redact(e.Config.ManifestURL))
 	e.notify("fetching manifest")
 	f, err := e.fetchManifest(ctx, log)
 	if err != nil {
@@ -104,8 +104,8 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		return res, nil
 	}
 	bytes, files := p.DownloadBytes()
-	log.WithFields(logrus.Fields{logging.FieldPhase: "download", logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: display(from), logging.FieldTo: p.To}).
-		Infof("update started: %s -> %s, %d files to download (%s), %d to remove", display(from), p.To, files, HumanBytes(bytes), len(p.Removes))
+	log.WithFields(logrus.Fields{logging.FieldPhase: "download", logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
+		Infof("update started: %s -> %s, %d files to download (%s), %d to remove", DisplayVersion(from), p.To, files, HumanBytes(bytes), len(p.Removes))
 	if err := e.checkSpace(l, bytes); err != nil {
 		return fail("download", err)
 	}
@@ -194,7 +194,7 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		rec.Reason = fmt.Sprintf("apply failed: %v", err)
 		return e.run(ctx, log, l, rec, PhaseRollingBack)
 	}
-	log.WithFields(logrus.Fields{logging.FieldPhase: "apply", logging.FieldFrom: display(from), logging.FieldTo: p.To}).
+	log.WithFields(logrus.Fields{logging.FieldPhase: "apply", logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
 		Infof("version %s in place (%d files written, %d removed)", p.To, len(p.Changes), len(p.Removes))
 	if e.HookApplied != nil {
 		e.HookApplied(rec)

@@ -46,7 +46,7 @@ files crash-safely, restart the agent and roll back if it does not come up.` + e
 					case updater.OutcomeUpToDate:
 						fmt.Fprintf(g.stdout, "already up to date (%s)\n", res.From)
 					case updater.OutcomeUpdated:
-						fmt.Fprintf(g.stdout, "updated %s -> %s (snapshot %s)\n", displayVersion(res.From), res.To, res.Snapshot)
+						fmt.Fprintf(g.stdout, "updated %s -> %s (snapshot %s)\n", updater.DisplayVersion(res.From), res.To, res.Snapshot)
 					}
 				}
 				return err
@@ -61,13 +61,6 @@ files crash-safely, restart the agent and roll back if it does not come up.` + e
 	cmd.Flags().BoolVar(&opts.AllowDowngrade, "allow-downgrade", false, "accept a manifest older than the installed version")
 	cmd.Flags().BoolVar(&opts.Repair, "repair", false, "re-fetch installed files whose hash no longer matches the installed version")
 	return cmd
-}
-
-func displayVersion(v string) string {
-	if v == "" {
-		return "unknown"
-	}
-	return v
 }
 
 func newCheckCommand(g *globalOptions) *cobra.Command {
@@ -87,9 +80,9 @@ func newCheckCommand(g *globalOptions) *cobra.Command {
 				}
 			} else if res.UpdateAvailable {
 				fmt.Fprintf(g.stdout, "update available: %s -> %s (%d files to change, %d to remove, %s to download)\n",
-					displayVersion(res.Installed), res.Available, res.FilesChanged, res.FilesRemoved, updater.HumanBytes(res.BytesToDownload))
+					updater.DisplayVersion(res.Installed), res.Available, res.FilesChanged, res.FilesRemoved, updater.HumanBytes(res.BytesToDownload))
 			} else {
-				fmt.Fprintf(g.stdout, "up to date: installed %s, available %s\n", displayVersion(res.Installed), res.Available)
+				fmt.Fprintf(g.stdout, "up to date: installed %s, available %s\n", updater.DisplayVersion(res.Installed), res.Available)
 			}
 			if res.UpdateAvailable {
 				return &exitError{code: updater.CodeUpdateAvailable, msg: "update available"}
@@ -112,7 +105,7 @@ version than the installed one. The agent is restarted and watched if it was run
 		RunE: withApp(g, changesInstall, func(ctx context.Context, a *app) error {
 			res, err := a.engine.Rollback(ctx, to)
 			if err == nil && !g.stdoutJournal {
-				fmt.Fprintf(g.stdout, "rolled back %s -> %s (snapshot %s)\n", displayVersion(res.From), displayVersion(res.To), res.Snapshot)
+				fmt.Fprintf(g.stdout, "rolled back %s -> %s (snapshot %s)\n", updater.DisplayVersion(res.From), updater.DisplayVersion(res.To), res.Snapshot)
 			}
 			return err
 		}),
@@ -150,7 +143,7 @@ func printSnapshots(w io.Writer, list []updater.SnapshotInfo) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tVERSION\tCREATED\tFILES\tBYTES")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, displayVersion(s.Version), s.Created.Local().Format(time.RFC3339), s.Files, updater.HumanBytes(s.Bytes))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, updater.DisplayVersion(s.Version), s.Created.Local().Format(time.RFC3339), s.Files, updater.HumanBytes(s.Bytes))
 	}
 	tw.Flush()
 }
@@ -169,7 +162,7 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 				return writeJSON(g.stdout, st)
 			}
 			w := g.stdout
-			fmt.Fprintf(w, "version:    %s\n", displayVersion(st.Version))
+			fmt.Fprintf(w, "version:    %s\n", updater.DisplayVersion(st.Version))
 			fmt.Fprintf(w, "directory:  %s (%d managed files)\n", st.Directory, st.Files)
 			fmt.Fprintf(w, "source:     %s\n", st.ManifestURL)
 			unit := st.Unit
@@ -179,10 +172,10 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 			fmt.Fprintf(w, "unit:       %s: %s\n", unit, st.UnitState)
 			if st.InProgress != nil {
 				fmt.Fprintf(w, "in progress: %s %s -> %s, phase %s, pid %d (run %s)\n", st.InProgress.Kind,
-					displayVersion(st.InProgress.From), displayVersion(st.InProgress.To), st.InProgress.Phase, st.InProgress.PID, st.InProgress.RunID)
+					updater.DisplayVersion(st.InProgress.From), updater.DisplayVersion(st.InProgress.To), st.InProgress.Phase, st.InProgress.PID, st.InProgress.RunID)
 			}
 			if lr := st.LastRun; lr != nil {
-				fmt.Fprintf(w, "last run:   %s %s (%s -> %s) at %s, run %s\n", lr.Command, lr.Result, displayVersion(lr.From), displayVersion(lr.To),
+				fmt.Fprintf(w, "last run:   %s %s (%s -> %s) at %s, run %s\n", lr.Command, lr.Result, updater.DisplayVersion(lr.From), updater.DisplayVersion(lr.To),
 					lr.Finished.Local().Format(time.RFC3339), lr.RunID)
 				if lr.Reason != "" {
 					fmt.Fprintf(w, "            reason: %s\n", lr.Reason)
