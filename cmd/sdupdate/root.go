@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdupdate/sdupdate/config"
+	"github.com/sdupdate/sdupdate/internal/version"
 	"github.com/sdupdate/sdupdate/lock"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/release"
@@ -166,7 +167,9 @@ file before anything is touched, snapshots the install, replaces files crash-saf
 the agent over D-Bus and rolls back by itself if it does not come up.` + exitStatusHelp,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("sdupdate {{.Version}}\n")
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", config.DefaultPath, "configuration file (its drop-ins are FILE.d/*.conf)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log more detail")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
