@@ -9,7 +9,6 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/afero"
-	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/sdupdate/sdupdate/config"
@@ -76,65 +75,49 @@ func (a *app) close() {
 	}
 }
 
-// lockMode says whether a command changes the install (and so must hold the lock) or only
-// reads it.
+// lockMode says what a command does with the install, and so what it does with the lock.
 type lockMode int
 
 const (
+	// readsInstall: only reads. It recovers an interrupted run first when it can take the
+	// lock; when another sdupdate holds it, that run is live, so the command only reads.
 	readsInstall lockMode = iota
+	// changesInstall: holds the lock, after finishing or undoing an interrupted run. A second
+	// command fails at once.
 	changesInstall
+	// recoversInstall: holds the lock and the command itself is the recovery.
+	recoversInstall
 )
 
-// withApp wires a command to the configuration and the engine and runs fn: holding the lock
-// when it changes the install, after recovering an interrupted run when it can.
-func withApp(g *globalOptions, mode lockMode, fn func(ctx context.Context, a *app) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, _ []string) error {
-		a, err := newApp(g)
-		if err != nil {
+// withApp wires a command to the configuration and the engine and runs fn under the lock its
+// mode asks for.
+func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx context.Context, a *app) error) error {
+	a, err := newApp(g)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	lk, err := lock.Acquire(updater.LockPath(a.cfg))
+	if err != nil {
+		if mode != readsInstall {
 			return err
 		}
-		defer a.close()
-		ctx := cmd.Context()
-		run := func() error { return fn(ctx, a) }
-		if mode == changesInstall {
-			return a.exclusive(ctx, run)
-		}
-		return a.shared(ctx, run)
-	}
-}
-
-// exclusive runs fn holding the lock, after finishing or undoing an interrupted run. A second
-// command fails at once.
-func (a *app) exclusive(ctx context.Context, fn func() error) error {
-	lk, err := lock.Acquire(updater.LockPath(a.cfg))
-	if err != nil {
-		return err
-	}
-	defer lk.Release()
-	if _, err := a.engine.Recover(ctx); err != nil {
-		return err
-	}
-	return fn()
-}
-
-// shared runs a read-only command. It recovers an interrupted run first when it can take the
-// lock; when another sdupdate holds it, that run is live, so it only reads.
-func (a *app) shared(ctx context.Context, fn func() error) error {
-	lk, err := lock.Acquire(updater.LockPath(a.cfg))
-	if err != nil {
 		var held *lock.HeldError
 		if errors.As(err, &held) {
 			a.log.Debugf("%v; reading without recovering", err)
 		} else {
 			a.log.WithError(err).Debug("cannot take the lock; reading without recovering")
 		}
-		return fn()
+		return fn(ctx, a)
 	}
 	defer lk.Release()
-	if _, err := a.engine.Recover(ctx); err != nil {
-		return err
+	if mode != recoversInstall {
+		// The interrupted run's outcome was logged as its own event; this command goes on.
+		if _, err := a.engine.Recover(ctx); err != nil {
+			return err
+		}
 	}
-	return fn()
+	return fn(ctx, a)
 }
 
 func freeSpace(path string) (uint64, error) {

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/afero"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/sdupdate/sdupdate/internal/human"
+	"github.com/sdupdate/sdupdate/release"
+	"github.com/sdupdate/sdupdate/sign"
+)
+
+// releaseOptions are release's flags.
+type releaseOptions struct {
+	release.Options
+	expires string // a Go duration or days ("30d"), parsed by runRelease
+}
+
+func (o *releaseOptions) AddFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.From, "from", "", "directory holding the agent's files")
+	f.StringVar(&o.Version, "version", "", "version to publish")
+	f.StringVar(&o.Out, "out", "", "site directory (manifest.json and one directory per version)")
+	f.StringVar(&o.SignKey, "sign-key", "", "minisign secret key file")
+	f.StringVar(&o.expires, "expires", "", "the manifest expires this long after now (e.g. 720h or 30d)")
+}
+
+func newReleaseCommand(g *globalOptions) *cobra.Command {
+	var opts releaseOptions
+	cmd := &cobra.Command{
+		Use:   "release --from DIR --version V --out DIR [--sign-key FILE] [--expires DURATION]",
+		Short: "Publisher side: publish DIR's files as version V under OUT with a (signed) manifest",
+		Long: `Copy DIR's files to OUT/V/, write OUT/manifest.json (base_url "V/") and, with a minisign
+secret key, OUT/manifest.json.minisig. An encrypted key's password is read from
+SDUPDATE_SIGN_PASSWORD or asked on the terminal. --expires takes a Go duration or days ("30d").`,
+		Args: noArgs,
+		// The publisher's machine has no sdupdate configuration: no app, no lock.
+		RunE: func(*cobra.Command, []string) error { return runRelease(opts, g) },
+	}
+	opts.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runRelease(opts releaseOptions, g *globalOptions) error {
+	if opts.From == "" || opts.Version == "" || opts.Out == "" {
+		return &usageError{fmt.Errorf("release needs --from, --version and --out")}
+	}
+	if opts.expires != "" {
+		d, err := parseDays(opts.expires)
+		if err != nil {
+			return &usageError{fmt.Errorf("--expires %q: %w", opts.expires, err)}
+		}
+		opts.Expires = d
+	}
+	opts.Password = sign.PasswordFromEnvOrTerminal("SDUPDATE_SIGN_PASSWORD")
+	res, err := release.Run(afero.NewOsFs(), opts.Options)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "released %s: %d files (%s), %s", opts.Version, res.Files, human.Bytes(res.Bytes), res.ManifestPath)
+	if res.SignaturePath != "" {
+		fmt.Fprintf(g.stdout, ", signed: %s", res.SignaturePath)
+	}
+	fmt.Fprintln(g.stdout)
+	return nil
+}
+
+// parseDays accepts a Go duration or a whole number of days ("30d").
+func parseDays(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("want a positive number of days like 30d")
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("want a positive duration like 720h or 30d")
+	}
+	return d, nil
+}

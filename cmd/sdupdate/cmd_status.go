@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sdupdate/sdupdate/internal/human"
+	"github.com/sdupdate/sdupdate/updater"
+)
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the installed version, the agent unit, the last run and the snapshots",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withApp(cmd.Context(), g, readsInstall, func(ctx context.Context, a *app) error {
+				return runStatus(ctx, g, a)
+			})
+		},
+	}
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func runStatus(ctx context.Context, g *globalOptions, a *app) error {
+	st, err := a.engine.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return writeJSON(g.stdout, st)
+	}
+	printStatus(g.stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st *updater.Status) {
+	fmt.Fprintf(w, "version:    %s\n", human.Version(st.Version))
+	fmt.Fprintf(w, "directory:  %s (%d managed files)\n", st.Directory, st.Files)
+	fmt.Fprintf(w, "source:     %s\n", st.ManifestURL)
+	unit := st.Unit
+	if unit == "" {
+		unit = "(none)"
+	}
+	fmt.Fprintf(w, "unit:       %s: %s\n", unit, st.UnitState)
+	if p := st.InProgress; p != nil {
+		fmt.Fprintf(w, "in progress: %s %s -> %s, phase %s, pid %d (run %s)\n", p.Kind,
+			human.Version(p.From), human.Version(p.To), p.Phase, p.PID, p.RunID)
+	}
+	if lr := st.LastRun; lr != nil {
+		fmt.Fprintf(w, "last run:   %s %s (%s -> %s) at %s, run %s\n", lr.Command, lr.Result, human.Version(lr.From), human.Version(lr.To),
+			lr.Finished.Local().Format(time.RFC3339), lr.RunID)
+		if lr.Reason != "" {
+			fmt.Fprintf(w, "            reason: %s\n", lr.Reason)
+		}
+	} else {
+		fmt.Fprintln(w, "last run:   none")
+	}
+	fmt.Fprintf(w, "snapshots:  %d\n", len(st.Snapshots))
+	if len(st.Snapshots) > 0 {
+		printSnapshots(w, st.Snapshots)
+	}
+}
