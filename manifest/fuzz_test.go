@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode"
@@ -29,6 +30,8 @@ func FuzzParse(f *testing.F) {
 		`{"version":"1.0.0","expires":"2027-01-01T02:00:00.123+02:00","files":[` + entry("ü/\u00a0") + `]}`,
 		`{"version":null,"files":null}`,
 		`[]`, ``, `{`, `{"version":"1.0.0","files":[{}]}`,
+		doc(withSources(`"object":{"url":".sdupdate/o.zst","size":400,"sha256":"` + sumB + `"},` +
+			`"deltas":[{"from_sha256":"` + sumC + `","url":"../d.zst","size":20,"sha256":"` + sumC + `"}]`)),
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -60,7 +63,16 @@ func FuzzParse(f *testing.F) {
 			if m.Legacy != (file.SHA256 == "") {
 				t.Fatalf("Legacy=%v but file %q has sha256 %q", m.Legacy, file.Name, file.SHA256)
 			}
-			if got, ok := m.Lookup(file.Name); !ok || got != file {
+			if file.Object != nil {
+				assertNameStaysInside(t, file.Object.URL)
+			}
+			for _, d := range file.Deltas {
+				assertNameStaysInside(t, d.URL)
+				if d.Size < 1 || d.Size > MaxSourceSize(file.Size) {
+					t.Fatalf("accepted delta size %d for a %d-byte file", d.Size, file.Size)
+				}
+			}
+			if got, ok := m.Lookup(file.Name); !ok || !reflect.DeepEqual(got, file) {
 				t.Fatalf("Lookup(%q) = %+v, %v", file.Name, got, ok)
 			}
 		}

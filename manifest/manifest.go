@@ -7,6 +7,12 @@
 //	{"version": "1.2.0", "base_url": "1.2.0/", "expires": "2027-01-01T00:00:00Z",
 //	 "files": [{"name": "bin/sd-agent", "sha256": "<64 lowercase hex>", "size": 99, "mode": "0755"}]}
 //
+// where an entry may also list the zstd forms its content is published in (see Source and Delta;
+// the README's contract section has the whole format):
+//
+//	"object": {"url": ".sdupdate/<sha256>.zst", "size": 40, "sha256": "<of those bytes>"},
+//	"deltas": [{"from_sha256": "<an earlier content>", "url": "…", "size": 9, "sha256": "…"}]
+//
 // and the legacy one served by the original updater, where every entry has an md5 and no sha256:
 //
 //	{"version": "1.0.0b4", "files": [{"name": "agent.py", "md5": "<32 hex>"}]}
@@ -48,6 +54,8 @@ type File struct {
 	Size    int64       // -1 when unknown (legacy form)
 	Mode    os.FileMode // permission bits only
 	HasMode bool        // false when the manifest gave no mode (legacy: keep installed mode; new file 0644)
+	Object  *Source     // the zstd-compressed content, when published (nil otherwise)
+	Deltas  []Delta     // zstd deltas from earlier contents, when published
 }
 
 // Manifest is a parsed and validated manifest.
@@ -172,7 +180,7 @@ func pick(cond bool, a, b string) string {
 // parseFile validates entry i (0-based) and says whether it is a "sha256" or an "md5" entry.
 func parseFile(raw json.RawMessage, i int) (File, string, error) {
 	where := fmt.Sprintf("file #%d", i+1)
-	obj, err := decodeObject(raw, "name", "sha256", "md5", "size", "mode")
+	obj, err := decodeObject(raw, "name", "sha256", "md5", "size", "mode", "object", "deltas")
 	if err != nil {
 		return File{}, "", fmt.Errorf("manifest: %s: %w", where, err)
 	}
@@ -245,6 +253,9 @@ func parseFile(raw json.RawMessage, i int) (File, string, error) {
 		f.Mode, f.HasMode = mode, true
 	} else {
 		f.Mode = DefaultMode
+	}
+	if err := parseSources(obj, &f, kind); err != nil {
+		return fail("%v", err)
 	}
 	return f, kind, nil
 }
@@ -410,16 +421,18 @@ type wireManifest struct {
 }
 
 type wireFile struct {
-	Name   string `json:"name"`
-	SHA256 string `json:"sha256,omitempty"`
-	MD5    string `json:"md5,omitempty"`
-	Size   *int64 `json:"size,omitempty"`
-	Mode   string `json:"mode,omitempty"`
+	Name   string       `json:"name"`
+	SHA256 string       `json:"sha256,omitempty"`
+	MD5    string       `json:"md5,omitempty"`
+	Size   *int64       `json:"size,omitempty"`
+	Mode   string       `json:"mode,omitempty"`
+	Object *wireSource  `json:"object,omitempty"`
+	Deltas []wireSource `json:"deltas,omitempty"`
 }
 
 // Marshal returns the canonical, indented JSON of m in the modern form: mode as a "0644" string
 // and only when the manifest has one, md5 only for a legacy entry (no sha256), size unless
-// unknown. The output is parsed again before it is returned, so Marshal never produces a
+// unknown, object and deltas when there are any. The output is parsed again before it is returned, so Marshal never produces a
 // manifest that Parse would refuse, and Parse(Marshal(m)) gives back m.
 func (m *Manifest) Marshal() ([]byte, error) {
 	w := wireManifest{Version: m.Version, BaseURL: m.BaseURL, Files: make([]wireFile, len(m.Files))}
@@ -428,6 +441,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	}
 	for i, f := range m.Files {
 		wf := wireFile{Name: f.Name, SHA256: f.SHA256}
+		wf.Object, wf.Deltas = wireSources(f)
 		if f.SHA256 == "" {
 			wf.MD5 = f.MD5
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestParseContractExample(t *testing.T) {
 		t.Fatalf("got %d files, want %d", len(m.Files), len(want))
 	}
 	for i := range want {
-		if m.Files[i] != want[i] {
+		if !reflect.DeepEqual(m.Files[i], want[i]) {
 			t.Errorf("file %d = %+v, want %+v", i, m.Files[i], want[i])
 		}
 	}
@@ -515,7 +516,7 @@ func assertSameManifest(t *testing.T, want, got *Manifest) {
 		t.Fatalf("got %d files, want %d", len(got.Files), len(want.Files))
 	}
 	for i := range want.Files {
-		if got.Files[i] != want.Files[i] {
+		if !reflect.DeepEqual(got.Files[i], want.Files[i]) {
 			t.Errorf("file %d: got %+v, want %+v", i, got.Files[i], want.Files[i])
 		}
 	}

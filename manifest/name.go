@@ -29,6 +29,18 @@ func ValidateName(name string) error {
 
 // nameProblem returns why name is refused, phrased to follow the word "name", or "" when it is fine.
 func nameProblem(name string) string {
+	if reason := pathProblem(name); reason != "" {
+		return reason
+	}
+	if strings.Split(name, "/")[0] == ReservedName {
+		return fmt.Sprintf("uses the reserved top-level name %q", ReservedName)
+	}
+	return ""
+}
+
+// pathProblem returns why name is not a relative slash path that stays below the directory it is
+// joined to, or "" when it is one.
+func pathProblem(name string) string {
 	if name == "" {
 		return "is empty"
 	}
@@ -60,9 +72,6 @@ func nameProblem(name string) string {
 		case len(seg) > maxSegment:
 			return fmt.Sprintf("has a segment longer than %d bytes", maxSegment)
 		}
-	}
-	if segments[0] == ReservedName {
-		return fmt.Sprintf("uses the reserved top-level name %q", ReservedName)
 	}
 	return ""
 }
