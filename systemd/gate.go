@@ -100,14 +100,13 @@ func (g *Gate) Active(ctx context.Context) (bool, error) {
 	return isActive(p.active), nil
 }
 
-// State returns the unit's state as systemctl shows it, e.g. "active (running)" or
-// "inactive (dead); not-found".
-func (g *Gate) State(ctx context.Context) (string, error) {
+// State returns the unit's state as systemd's properties name it.
+func (g *Gate) State(ctx context.Context) (UnitState, error) {
 	p, err := readProps(ctx, g.Conn, g.unit())
 	if err != nil {
-		return "", err
+		return UnitState{}, err
 	}
-	return p.state(), nil
+	return UnitState{Active: p.active, Sub: p.sub, Load: p.load}, nil
 }
 
 // RestartAndWait restarts the unit and waits until it counts as up. A verdict that the unit did

@@ -408,8 +408,12 @@ func TestActiveAndState(t *testing.T) {
 			t.Errorf("%v: Active = %v, %v; want %v", tc.s, active, err, tc.active)
 		}
 		state, err := g.State(context.Background())
-		if err != nil || state != tc.state {
+		if err != nil || state.String() != tc.state {
 			t.Errorf("State = %q, %v; want %q", state, err, tc.state)
+		}
+		// Tools read the values one by one: each exactly as systemd has it.
+		if state.Active != tc.s.active || state.Sub != tc.s.sub || state.Load != tc.load {
+			t.Errorf("State = %+v; want ActiveState %q, SubState %q, LoadState %q", state, tc.s.active, tc.s.sub, tc.load)
 		}
 	}
 }

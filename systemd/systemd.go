@@ -138,17 +138,28 @@ func isActive(state string) bool {
 	return state == "active" || state == "reloading" || state == "refreshing"
 }
 
-// state renders like systemctl's "Active:" line, e.g. "active (running)".
-func (p props) state() string {
-	s := p.active
-	if p.sub != "" {
-		s += " (" + p.sub + ")"
+// UnitState is a unit's state as values, each exactly as systemd spells it: tools compare
+// them, people read String.
+type UnitState struct {
+	Active string // ActiveState: active, reloading, inactive, failed, activating, deactivating, ...
+	Sub    string // SubState, e.g. running, dead, auto-restart
+	Load   string // LoadState, e.g. loaded, not-found, masked
+}
+
+// String renders like systemctl's "Active:" line, e.g. "active (running)" or
+// "inactive (dead); not-found".
+func (u UnitState) String() string {
+	s := u.Active
+	if u.Sub != "" {
+		s += " (" + u.Sub + ")"
 	}
-	if p.load != "" && p.load != "loaded" {
-		s += "; " + p.load
+	if u.Load != "" && u.Load != "loaded" {
+		s += "; " + u.Load
 	}
 	return s
 }
+
+func (p props) state() string { return UnitState{Active: p.active, Sub: p.sub, Load: p.load}.String() }
 
 // why explains a failed or restarting service, e.g. "Result=exit-code, ExecMainStatus=1".
 func (p props) why() string {

@@ -16,6 +16,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/afero"
 
+	"github.com/sdupdate/sdupdate/systemd"
+
 	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/faultfs"
 	"github.com/sdupdate/sdupdate/fsutil"
@@ -84,11 +86,11 @@ func (a *versionAgent) Active(context.Context) (bool, error) {
 	return a.running != "", nil
 }
 
-func (a *versionAgent) State(ctx context.Context) (string, error) {
+func (a *versionAgent) State(ctx context.Context) (systemd.UnitState, error) {
 	if ok, _ := a.Active(ctx); ok {
-		return "active (running)", nil
+		return systemd.UnitState{Active: "active", Sub: "running", Load: "loaded"}, nil
 	}
-	return "failed", nil
+	return systemd.UnitState{Active: "failed", Sub: "failed", Load: "loaded"}, nil
 }
 
 func (a *versionAgent) RestartAndWait(context.Context, *logrus.Entry) error {

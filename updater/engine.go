@@ -16,6 +16,7 @@ import (
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/systemd"
 )
 
 // Fetcher gets manifests, signatures and files. fetch.Client is the real one.
@@ -33,7 +34,7 @@ type Verifier interface {
 // Unit= is empty and the operator restarts the agent.
 type Agent interface {
 	Active(ctx context.Context) (bool, error)
-	State(ctx context.Context) (string, error)
+	State(ctx context.Context) (systemd.UnitState, error)
 	// RestartAndWait restarts the unit and watches it; log carries the run's fields.
 	RestartAndWait(ctx context.Context, log *logrus.Entry) error
 }

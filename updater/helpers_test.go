@@ -21,6 +21,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/afero"
 
+	"github.com/sdupdate/sdupdate/systemd"
+
 	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/fetch"
 )
@@ -159,11 +161,11 @@ type fakeAgent struct {
 }
 
 func (a *fakeAgent) Active(context.Context) (bool, error) { return a.active, nil }
-func (a *fakeAgent) State(context.Context) (string, error) {
+func (a *fakeAgent) State(context.Context) (systemd.UnitState, error) {
 	if a.active {
-		return "active (running)", nil
+		return systemd.UnitState{Active: "active", Sub: "running", Load: "loaded"}, nil
 	}
-	return "inactive (dead)", nil
+	return systemd.UnitState{Active: "inactive", Sub: "dead", Load: "loaded"}, nil
 }
 func (a *fakeAgent) RestartAndWait(ctx context.Context, _ *logrus.Entry) error {
 	a.mu.Lock()

@@ -32,6 +32,10 @@ type LastRun struct {
 	Finished time.Time `json:"finished"`
 	Reason   string    `json:"reason"`
 	Snapshot string    `json:"snapshot,omitempty"`
+	// RolledBack is true when the run restored a snapshot and left the old version in place:
+	// a new version that did not come up (result rolled-back), an apply that failed (result
+	// failed), or `sdupdate rollback`.
+	RolledBack bool `json:"rolled_back"`
 }
 
 // summary says in a few words how the run ended, e.g. for STATUS=.
@@ -62,6 +66,10 @@ func loadLastRun(fsys afero.Fs, path string) (*LastRun, error) {
 	var lr LastRun
 	if err := json.Unmarshal(data, &lr); err != nil {
 		return nil, fmt.Errorf("cannot parse %s: %w", path, err)
+	}
+	// Written before the field existed: the result tells.
+	if lr.Result == OutcomeRolledBack {
+		lr.RolledBack = true
 	}
 	return &lr, nil
 }

@@ -191,8 +191,10 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 		log.WithFields(fields).Errorf("rollback failed, operator needed: %s", rec.Reason)
 		err = withCode(CodeOperator, fmt.Errorf("rollback failed, operator needed: %s (see `sdupdate status` and `journalctl SDUPDATE_RUN_ID=%s`)", rec.Reason, rec.RunID))
 	}
+	// A run ends failed here only after its snapshot was restored (see PhaseRollingBack).
+	restored := rec.Outcome == OutcomeRolledBack || rec.Outcome == OutcomeFailed
 	e.recordLastRun(l, &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: rec.Outcome, From: rec.From, To: rec.To,
-		Started: rec.Started, Reason: rec.Reason, Snapshot: rec.Snapshot})
+		Started: rec.Started, Reason: rec.Reason, Snapshot: rec.Snapshot, RolledBack: restored})
 	if !clear {
 		return res, err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/sdupdate/sdupdate/fetch"
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/snapshot"
 )
 
 // SnapshotInfo is one line of `sdupdate snapshots`.
@@ -31,11 +32,15 @@ func (e *Engine) Snapshots() ([]SnapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	return snapshotInfos(metas), nil
+}
+
+func snapshotInfos(metas []snapshot.Meta) []SnapshotInfo {
 	out := make([]SnapshotInfo, 0, len(metas))
 	for _, m := range metas {
 		out = append(out, SnapshotInfo{ID: m.ID, Version: m.Version, Created: m.Created, Files: len(m.Files), Bytes: m.Bytes, RunID: m.RunID})
 	}
-	return out, nil
+	return out
 }
 
 // InProgress describes a run whose journal is on disk.
@@ -48,19 +53,52 @@ type InProgress struct {
 	To    string `json:"to"`
 }
 
-// Status is `sdupdate status --json`.
+// StatusFormat is the version of the `status --json` document. Fields are only ever added
+// under one format; it changes when a field changes meaning or goes.
+const StatusFormat = 1
+
+// Values of Status.UnitState that are not a systemd ActiveState.
+const (
+	UnitStateUnknown    = "unknown"     // systemd could not be asked (see unit_error)
+	UnitStateNotManaged = "not-managed" // Unit= is empty: the operator restarts the agent
+)
+
+// Previous is the rollback target: what `sdupdate rollback` without --to would restore.
+type Previous struct {
+	Snapshot string    `json:"snapshot"`
+	Version  string    `json:"version"` // "" when the version then installed was unknown
+	Created  time.Time `json:"created"`
+}
+
+// Finding is damage found in the state (a journal, manifest or snapshot that cannot be read,
+// say). Code is stable for tools; Message tells a person what is wrong and what to do.
+type Finding struct {
+	Code    string `json:"code"`
+	Path    string `json:"path,omitempty"`
+	Message string `json:"message"`
+}
+
+// Status is `sdupdate status --json`, a stable interface for fleet tools: the README documents
+// it field by field. Every field is always present; a list is empty, never null.
 type Status struct {
-	Version        string         `json:"version"`
-	Directory      string         `json:"directory"`
-	StateDirectory string         `json:"state_directory"`
-	ManifestURL    string         `json:"manifest_url"`
-	Files          int            `json:"files"`
-	Unit           string         `json:"unit"`
-	UnitState      string         `json:"unit_state"`
-	Snapshots      []SnapshotInfo `json:"snapshots"`
-	LastRun        *LastRun       `json:"last_run"`
-	InProgress     *InProgress    `json:"in_progress,omitempty"`
-	ConfigFiles    []string       `json:"config_files,omitempty"`
+	Format          int            `json:"format"`
+	SdupdateVersion string         `json:"sdupdate_version"` // set by the caller: the engine does not know its binary
+	Version         string         `json:"version"`          // "" before the first recorded update
+	Directory       string         `json:"directory"`
+	StateDirectory  string         `json:"state_directory"`
+	ManifestURL     string         `json:"manifest_url"` // without a password
+	Files           int            `json:"files"`
+	Unit            string         `json:"unit"`
+	UnitState       string         `json:"unit_state"` // ActiveState, or UnitStateUnknown / UnitStateNotManaged
+	UnitSubState    string         `json:"unit_sub_state"`
+	UnitLoadState   string         `json:"unit_load_state"`
+	UnitError       string         `json:"unit_error"` // why unit_state is unknown; "" otherwise
+	InProgress      *InProgress    `json:"in_progress"`
+	Previous        *Previous      `json:"previous"`
+	Snapshots       []SnapshotInfo `json:"snapshots"`
+	Findings        []Finding      `json:"findings"`
+	LastRun         *LastRun       `json:"last_run"`
+	ConfigFiles     []string       `json:"config_files"`
 }
 
 // Status gathers what an operator or a fleet tool wants to know about this install.
@@ -69,7 +107,8 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Directory: l.install, StateDirectory: l.state, ManifestURL: fetch.Redact(e.Config.ManifestURL), Unit: e.Config.Unit, ConfigFiles: e.Config.Files}
+	st := &Status{Format: StatusFormat, Directory: l.install, StateDirectory: l.state, ManifestURL: fetch.Redact(e.Config.ManifestURL),
+		Unit: e.Config.Unit, ConfigFiles: append([]string{}, e.Config.Files...), Findings: []Finding{}}
 	m, _, err := e.installedManifest(l)
 	if err != nil {
 		return nil, err
@@ -77,18 +116,14 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	if m != nil {
 		st.Version, st.Files = m.Version, len(m.Files)
 	}
-	switch {
-	case e.Agent == nil:
-		st.UnitState = "not managed (Unit= is empty)"
-	default:
-		s, err := e.Agent.State(ctx)
-		if err != nil {
-			s = "unknown: " + err.Error()
-		}
-		st.UnitState = s
-	}
-	if st.Snapshots, err = e.Snapshots(); err != nil {
+	e.unitStatus(ctx, st)
+	metas, _, err := e.listSnapshots(l)
+	if err != nil {
 		return nil, err
+	}
+	st.Snapshots = snapshotInfos(metas)
+	if p := rollbackTarget(metas, st.Version); p != nil {
+		st.Previous = &Previous{Snapshot: p.ID, Version: p.Version, Created: p.Created}
 	}
 	if st.LastRun, err = loadLastRun(e.Fs, l.lastRun); err != nil {
 		return nil, err
@@ -101,6 +136,37 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 		st.InProgress = &InProgress{RunID: rec.RunID, Kind: rec.Kind, Phase: rec.Phase, PID: rec.PID, From: rec.From, To: rec.To}
 	}
 	return st, nil
+}
+
+// unitStatus fills the unit's state: values only, the error (if systemd cannot be asked) apart.
+func (e *Engine) unitStatus(ctx context.Context, st *Status) {
+	if e.Agent == nil {
+		st.UnitState = UnitStateNotManaged
+		return
+	}
+	s, err := e.Agent.State(ctx)
+	if err != nil || s.Active == "" {
+		st.UnitState = UnitStateUnknown
+		if err != nil {
+			st.UnitError = err.Error()
+		}
+		return
+	}
+	st.UnitState, st.UnitSubState, st.UnitLoadState = s.Active, s.Sub, s.Load
+}
+
+// rollbackTarget is the snapshot a rollback without --to restores: the newest one (metas are
+// newest first) of another version than the installed one, else the newest; nil when none.
+func rollbackTarget(metas []snapshot.Meta, installed string) *snapshot.Meta {
+	for i := range metas {
+		if metas[i].Version != installed {
+			return &metas[i]
+		}
+	}
+	if len(metas) > 0 {
+		return &metas[0]
+	}
+	return nil
 }
 
 // CheckResult is `sdupdate check --json`.

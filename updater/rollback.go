@@ -36,16 +36,7 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 		if err != nil {
 			return nil, withCode(CodeFailed, err)
 		}
-		for i := range metas {
-			if metas[i].Version != versionOf(installed) {
-				meta = &metas[i]
-				break
-			}
-		}
-		if meta == nil && len(metas) > 0 {
-			meta = &metas[0]
-		}
-		if meta == nil {
+		if meta = rollbackTarget(metas, versionOf(installed)); meta == nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("no snapshot to roll back to in %s: snapshots are taken by `sdupdate update`", l.snapshots))
 		}
 		store = where[meta.ID]

@@ -173,10 +173,10 @@ func (l *lazyAgent) Active(ctx context.Context) (bool, error) {
 	return g.Active(ctx)
 }
 
-func (l *lazyAgent) State(ctx context.Context) (string, error) {
+func (l *lazyAgent) State(ctx context.Context) (systemd.UnitState, error) {
 	g, err := l.get(ctx)
 	if err != nil {
-		return "", err
+		return systemd.UnitState{}, err
 	}
 	return g.State(ctx)
 }

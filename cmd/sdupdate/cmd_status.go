@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdupdate/sdupdate/internal/human"
+	"github.com/sdupdate/sdupdate/systemd"
 	"github.com/sdupdate/sdupdate/updater"
 )
 
@@ -43,11 +44,7 @@ func printStatus(w io.Writer, st *updater.Status) {
 	fmt.Fprintf(w, "version:    %s\n", human.Version(st.Version))
 	fmt.Fprintf(w, "directory:  %s (%d managed files)\n", st.Directory, st.Files)
 	fmt.Fprintf(w, "source:     %s\n", st.ManifestURL)
-	unit := st.Unit
-	if unit == "" {
-		unit = "(none)"
-	}
-	fmt.Fprintf(w, "unit:       %s: %s\n", unit, st.UnitState)
+	fmt.Fprintf(w, "unit:       %s\n", unitLine(st))
 	if p := st.InProgress; p != nil {
 		fmt.Fprintf(w, "in progress: %s %s -> %s, phase %s, pid %d (run %s)\n", p.Kind,
 			human.Version(p.From), human.Version(p.To), p.Phase, p.PID, p.RunID)
@@ -61,8 +58,22 @@ func printStatus(w io.Writer, st *updater.Status) {
 	} else {
 		fmt.Fprintln(w, "last run:   none")
 	}
+	if st.Previous != nil {
+		fmt.Fprintf(w, "previous:   %s (snapshot %s; `sdupdate rollback` restores it)\n", human.Version(st.Previous.Version), st.Previous.Snapshot)
+	}
 	fmt.Fprintf(w, "snapshots:  %d\n", len(st.Snapshots))
 	if len(st.Snapshots) > 0 {
 		printSnapshots(w, st.Snapshots)
 	}
+}
+
+// unitLine reads like systemctl's "Active:" line, e.g. "sd-agent.service: active (running)".
+func unitLine(st *updater.Status) string {
+	switch st.UnitState {
+	case updater.UnitStateNotManaged:
+		return "(none): Unit= is empty, restart the agent yourself"
+	case updater.UnitStateUnknown:
+		return fmt.Sprintf("%s: unknown (%s)", st.Unit, st.UnitError)
+	}
+	return st.Unit + ": " + systemd.UnitState{Active: st.UnitState, Sub: st.UnitSubState, Load: st.UnitLoadState}.String()
 }
