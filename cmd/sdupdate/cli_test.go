@@ -240,10 +240,17 @@ func TestReleaseUpdateRollbackAsAUserWould(t *testing.T) {
 
 	r = sdupdate(t, c, "status", "--json").expect(t, 0, "status --json")
 	var st struct {
-		Version   string `json:"version"`
-		Directory string `json:"directory"`
-		Unit      string `json:"unit"`
-		UnitState string `json:"unit_state"`
+		Format          int    `json:"format"`
+		SdupdateVersion string `json:"sdupdate_version"`
+		Version         string `json:"version"`
+		Directory       string `json:"directory"`
+		Unit            string `json:"unit"`
+		UnitState       string `json:"unit_state"`
+		Previous        *struct {
+			Snapshot string `json:"snapshot"`
+			Version  string `json:"version"`
+		} `json:"previous"`
+		Findings  []any `json:"findings"`
 		Snapshots []struct {
 			ID      string `json:"id"`
 			Version string `json:"version"`
@@ -251,17 +258,25 @@ func TestReleaseUpdateRollbackAsAUserWould(t *testing.T) {
 			Bytes   int64  `json:"bytes"`
 		} `json:"snapshots"`
 		LastRun struct {
-			RunID  string `json:"run_id"`
-			Result string `json:"result"`
-			From   string `json:"from"`
-			To     string `json:"to"`
+			RunID      string `json:"run_id"`
+			Result     string `json:"result"`
+			From       string `json:"from"`
+			To         string `json:"to"`
+			RolledBack bool   `json:"rolled_back"`
 		} `json:"last_run"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status --json is not one JSON document: %v\n%s", err, r.stdout)
 	}
-	if st.Version != "1.1.0" || st.Directory != e.install || st.LastRun.Result != "updated" || st.LastRun.From != "1.0.0" || st.LastRun.To != "1.1.0" || len(st.LastRun.RunID) != 32 {
+	if st.Format != 1 || st.Version != "1.1.0" || st.Directory != e.install || st.LastRun.Result != "updated" || st.LastRun.From != "1.0.0" || st.LastRun.To != "1.1.0" || len(st.LastRun.RunID) != 32 || st.LastRun.RolledBack {
 		t.Errorf("status --json: %+v", st)
+	}
+	if st.UnitState != "not-managed" || st.Findings == nil || len(st.Findings) != 0 || st.Previous == nil || st.Previous.Version != "1.0.0" {
+		t.Errorf("status --json: unit_state %q (want not-managed), findings %v (want []), previous %+v (want 1.0.0)", st.UnitState, st.Findings, st.Previous)
+	}
+	// The same version `sdupdate --version` prints, so a fleet tool can tell which sdupdate answered.
+	if v := strings.TrimSpace(sdupdate(t, "--version").expect(t, 0, "--version").stdout); st.SdupdateVersion == "" || !strings.Contains(v, st.SdupdateVersion) {
+		t.Errorf("status --json says sdupdate_version %q, --version says %q", st.SdupdateVersion, v)
 	}
 	r = sdupdate(t, c, "snapshots", "--json").expect(t, 0, "snapshots --json")
 	var snaps []struct {
