@@ -5,11 +5,20 @@
 //
 //	OUT/
 //	├── manifest.json          the current version's manifest (base_url "<V>/")
+//	├── manifest.json.zst      the same bytes, zstd-compressed
 //	├── manifest.json.minisig  its minisign signature (signed releases)
 //	├── 1.1.0/                 an earlier release, left as it was
 //	└── 1.2.0/                 this release: FROM's files at their relative paths
 //	    ├── agent.py
-//	    └── bin/sd-agent
+//	    ├── bin/sd-agent
+//	    └── .sdupdate/         objects and deltas, each named <sha256 of its bytes>.zst
+//
+// Each file gets a zstd-compressed object (kept when smaller than the file) and, from each of
+// the Deltas latest earlier versions whose content of it differs, a zstd delta with that content
+// as the dictionary (kept when markedly smaller than the object). The earlier content is the
+// earlier version's file of the same name or, for a file that moved, the one with the same base
+// name and the nearest size. Everything in a version directory is written once and never
+// changed, so any server or CDN may cache it forever.
 //
 // A run never changes a published version: it refuses when OUT/<V> exists. The files are copied
 // into OUT/.<V>.partial first and renamed to OUT/<V> only when all of them are written and
@@ -19,6 +28,7 @@
 package release
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -33,6 +43,7 @@ import (
 	"aead.dev/minisign"
 	"github.com/spf13/afero"
 
+	"github.com/sdupdate/sdupdate/delta"
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/sign"
@@ -62,7 +73,10 @@ type Options struct {
 	SignKey            string                 // minisign secret key file, read through fsys; "" = unsigned
 	Password           func() (string, error) // for an encrypted SignKey
 	Expires            time.Duration          // 0 = no expires field
-	Now                func() time.Time       // nil = time.Now
+	// Deltas is how many of the latest earlier versions in Out each changed file gets a delta
+	// from (the CLI's default is 3); 0 publishes compressed objects only.
+	Deltas int
+	Now    func() time.Time // nil = time.Now
 }
 
 // Result describes what was published.
@@ -71,6 +85,8 @@ type Result struct {
 	SignaturePath string // "" when unsigned
 	Files         int
 	Bytes         int64
+	Objects       int // files published with a compressed object
+	Deltas        int // deltas published, all files together
 	// EmptyDirs lists directories under From (relative slash paths) that hold no file and so
 	// cannot be part of the release: a manifest lists files only. Worth a warning.
 	EmptyDirs []string
@@ -126,7 +142,11 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 	if err := fsys.MkdirAll(opts.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create %s: %w", opts.Out, err)
 	}
-	files, total, err := copyVersion(fsys, sources, opts.Out, opts.Version)
+	bases, err := earlierVersions(fsys, opts.Out, opts.Version, opts.Deltas)
+	if err != nil {
+		return nil, err
+	}
+	files, total, err := copyVersion(fsys, sources, opts.Out, opts.Version, bases)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +160,12 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("cannot write manifest: %w", err)
 	}
 	res := &Result{ManifestPath: manifestPath, Files: len(files), Bytes: total, EmptyDirs: emptyDirs}
+	for _, f := range files {
+		if f.Object != nil {
+			res.Objects++
+		}
+		res.Deltas += len(f.Deltas)
+	}
 	if key != nil {
 		sig := sign.Sign(*key, data, sign.TrustedComment(ManifestName, now()))
 		// The signature goes first and the manifest last: the manifest is what makes the
@@ -148,6 +174,15 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("cannot write signature: %w", err)
 		}
 		res.SignaturePath = sigPath
+	}
+	// The compressed copy before the manifest, for the same reason; the signature is over the
+	// uncompressed bytes, which the copy decodes to exactly.
+	var zst bytes.Buffer
+	if err := delta.Encode(&zst, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		return nil, fmt.Errorf("cannot compress manifest: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(fsys, manifestPath+".zst", zst.Bytes(), 0o644); err != nil {
+		return nil, fmt.Errorf("cannot write compressed manifest: %w", err)
 	}
 	if err := fsutil.WriteFileAtomic(fsys, manifestPath, data, 0o644); err != nil {
 		return nil, fmt.Errorf("cannot write manifest: %w", err)
@@ -166,6 +201,8 @@ func checkOptions(fsys afero.Fs, opts *Options) error {
 		return usagef("no version given (--version)")
 	case opts.Expires < 0:
 		return usagef("expiry %s is negative (--expires)", opts.Expires)
+	case opts.Deltas < 0:
+		return usagef("the number of earlier versions to make deltas from is negative (--deltas %d)", opts.Deltas)
 	}
 	if _, err := manifest.CompareVersions(opts.Version, opts.Version); err != nil {
 		return usagef("bad version (--version): %v", err)
@@ -294,9 +331,10 @@ func kind(t os.FileMode) string {
 	return "special file"
 }
 
-// copyVersion copies sources into out/.<version>.partial, syncs everything and renames it to
-// out/<version>. It returns the manifest entries, hashed from the bytes actually written.
-func copyVersion(fsys afero.Fs, sources []source, out, version string) ([]manifest.File, int64, error) {
+// copyVersion copies sources into out/.<version>.partial with their objects and deltas, syncs
+// everything and renames it to out/<version>. It returns the manifest entries, hashed from the
+// bytes actually written.
+func copyVersion(fsys afero.Fs, sources []source, out, version string, bases []*earlier) ([]manifest.File, int64, error) {
 	final := filepath.Join(out, version)
 	partial := filepath.Join(out, "."+version+".partial")
 	if err := fsys.RemoveAll(partial); err != nil {
@@ -331,6 +369,9 @@ func copyVersion(fsys afero.Fs, sources []source, out, version string) ([]manife
 		}
 		files = append(files, manifest.File{Name: s.name, SHA256: sum, Size: size, Mode: s.mode, HasMode: true})
 		total += size
+	}
+	if err := publishSources(fsys, partial, files, bases); err != nil {
+		return nil, 0, err
 	}
 	// New directory entries must be durable before the rename publishes them.
 	for d := range dirs {

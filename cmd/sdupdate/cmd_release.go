@@ -27,16 +27,20 @@ func (o *releaseOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Out, "out", "", "site directory (manifest.json and one directory per version)")
 	f.StringVar(&o.SignKey, "sign-key", "", "minisign secret key file")
 	f.StringVar(&o.expires, "expires", "", "the manifest expires this long after now (e.g. 720h or 30d)")
+	f.IntVar(&o.Deltas, "deltas", 3, "publish deltas from this many of the latest earlier versions in OUT (0: compressed objects only)")
 }
 
 func newReleaseCommand(g *globalOptions) *cobra.Command {
 	var opts releaseOptions
 	cmd := &cobra.Command{
-		Use:   "release --from DIR --version V --out DIR [--sign-key FILE] [--expires DURATION]",
+		Use:   "release --from DIR --version V --out DIR [--sign-key FILE] [--expires DURATION] [--deltas K]",
 		Short: "Publisher side: publish DIR's files as version V under OUT with a (signed) manifest",
 		Long: `Copy DIR's files to OUT/V/, write OUT/manifest.json (base_url "V/") and, with a minisign
 secret key, OUT/manifest.json.minisig. An encrypted key's password is read from
-SDUPDATE_SIGN_PASSWORD or asked on the terminal. --expires takes a Go duration or days ("30d").`,
+SDUPDATE_SIGN_PASSWORD or asked on the terminal. --expires takes a Go duration or days ("30d").
+Each file is also published zstd-compressed and, for each of the --deltas latest earlier
+versions in OUT whose content of it differs, as a zstd delta from that content (kept only
+when markedly smaller); both go in OUT/V/.sdupdate/, named by their sha256.`,
 		Args: noArgs,
 		// The publisher's machine has no sdupdate configuration: no app, no lock.
 		RunE: func(*cobra.Command, []string) error { return runRelease(opts, g) },
@@ -61,7 +65,8 @@ func runRelease(opts releaseOptions, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "released %s: %d files (%s), %s", opts.Version, res.Files, human.Bytes(res.Bytes), res.ManifestPath)
+	fmt.Fprintf(g.stdout, "released %s: %d files (%s), %d compressed, %d deltas, %s",
+		opts.Version, res.Files, human.Bytes(res.Bytes), res.Objects, res.Deltas, res.ManifestPath)
 	if res.SignaturePath != "" {
 		fmt.Fprintf(g.stdout, ", signed: %s", res.SignaturePath)
 	}
