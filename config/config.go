@@ -51,6 +51,10 @@ type Config struct {
 	Timeout       time.Duration // TimeoutSec: connect and idle timeout of one request
 	Retries       int           // tries per file, in all
 	Parallel      int           // files downloaded at once
+	// MaxDeltaFileSize is the largest file (and delta base) that is delta-decoded; a larger one
+	// is fetched as its compressed object or whole. Both contents are held in memory while
+	// decoding. 0: never delta-decode.
+	MaxDeltaFileSize int64
 
 	// [Install]
 	Directory      string // the managed install, absolute
@@ -71,15 +75,16 @@ type Config struct {
 // there is no sensible default for it.
 func Default() Config {
 	return Config{
-		Timeout:        30 * time.Second,
-		Retries:        2,
-		Parallel:       4,
-		Directory:      "/opt/sd-agent",
-		StateDirectory: "/var/lib/sdupdate",
-		KeepSnapshots:  3,
-		Unit:           "sd-agent.service",
-		StartTimeout:   90 * time.Second,
-		Settle:         10 * time.Second,
+		Timeout:          30 * time.Second,
+		Retries:          2,
+		Parallel:         4,
+		MaxDeltaFileSize: 128 << 20,
+		Directory:        "/opt/sd-agent",
+		StateDirectory:   "/var/lib/sdupdate",
+		KeepSnapshots:    3,
+		Unit:             "sd-agent.service",
+		StartTimeout:     90 * time.Second,
+		Settle:           10 * time.Second,
 	}
 }
 
@@ -328,6 +333,18 @@ var schema = map[string]map[string]setter{
 		"TimeoutSec":    secSetter(func(c *Config) *time.Duration { return &c.Timeout }, Default().Timeout, false),
 		"Retries":       countSetter(func(c *Config) *int { return &c.Retries }, Default().Retries),
 		"Parallel":      countSetter(func(c *Config) *int { return &c.Parallel }, Default().Parallel),
+		"MaxDeltaFileSize": func(c *Config, v string) error {
+			if v == "" {
+				c.MaxDeltaFileSize = Default().MaxDeltaFileSize
+				return nil
+			}
+			n, err := parseSize(v)
+			if err != nil {
+				return err
+			}
+			c.MaxDeltaFileSize = n
+			return nil
+		},
 	},
 	"Install": {
 		"Directory":      dirSetter(func(c *Config) *string { return &c.Directory }, Default().Directory),
@@ -434,6 +451,31 @@ func secSetter(field func(*Config) *time.Duration, def time.Duration, zeroOK boo
 		*field(c) = d
 		return nil
 	}
+}
+
+// parseSize reads bytes, with an optional K, M or G suffix (powers of 1024), as systemd does.
+func parseSize(v string) (int64, error) {
+	bad := fmt.Errorf("%q is not a size; use bytes (1048576) or K, M, G (128M)", v)
+	digits, shift := v, 0
+	switch strings.ToUpper(v[len(v)-1:]) {
+	case "K":
+		shift = 10
+	case "M":
+		shift = 20
+	case "G":
+		shift = 30
+	}
+	if shift > 0 {
+		digits = v[:len(v)-1]
+	}
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return 0, bad
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n > (1<<40)>>shift {
+		return 0, fmt.Errorf("%q is more than 1 TiB", v)
+	}
+	return n << shift, nil
 }
 
 func parseSec(v string) (time.Duration, error) {

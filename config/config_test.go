@@ -66,6 +66,7 @@ AllowUnsigned=no
 TimeoutSec=1m30s
 Retries=5
 Parallel=8
+MaxDeltaFileSize=64M
 
 [Install]
 Directory=/srv/agent/
@@ -82,20 +83,21 @@ HealthCommand=/usr/bin/curl -fsS http://127.0.0.1:17123/health
 		t.Fatal(err)
 	}
 	want := &Config{
-		ManifestURL:    "https://updates.example.com/sd-agent/manifest.json",
-		BaseURL:        "https://cdn.example.com/sd-agent/",
-		PublicKeys:     []string{key1, key2},
-		Timeout:        90 * time.Second,
-		Retries:        5,
-		Parallel:       8,
-		Directory:      "/srv/agent",
-		StateDirectory: "/var/lib/sdupdate-test",
-		KeepSnapshots:  7,
-		Unit:           "agent@main.service",
-		StartTimeout:   120 * time.Second,
-		Settle:         0,
-		HealthCommand:  "/usr/bin/curl -fsS http://127.0.0.1:17123/health",
-		Files:          []string{confPath},
+		ManifestURL:      "https://updates.example.com/sd-agent/manifest.json",
+		BaseURL:          "https://cdn.example.com/sd-agent/",
+		PublicKeys:       []string{key1, key2},
+		Timeout:          90 * time.Second,
+		Retries:          5,
+		Parallel:         8,
+		MaxDeltaFileSize: 64 << 20,
+		Directory:        "/srv/agent",
+		StateDirectory:   "/var/lib/sdupdate-test",
+		KeepSnapshots:    7,
+		Unit:             "agent@main.service",
+		StartTimeout:     120 * time.Second,
+		Settle:           0,
+		HealthCommand:    "/usr/bin/curl -fsS http://127.0.0.1:17123/health",
+		Files:            []string{confPath},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -313,6 +315,14 @@ func TestValues(t *testing.T) {
 		{"Retries=0", nil, "at least 1"},
 		{"Parallel=-1", nil, "at least 1"},
 		{"Parallel=two", nil, "whole number"},
+		{"MaxDeltaFileSize=0", func(c *Config) bool { return c.MaxDeltaFileSize == 0 }, ""},
+		{"MaxDeltaFileSize=1048576", func(c *Config) bool { return c.MaxDeltaFileSize == 1<<20 }, ""},
+		{"MaxDeltaFileSize=2G", func(c *Config) bool { return c.MaxDeltaFileSize == 2<<30 }, ""},
+		{"MaxDeltaFileSize=128m", func(c *Config) bool { return c.MaxDeltaFileSize == 128<<20 }, ""},
+		{"MaxDeltaFileSize=-1", nil, "not a size"},
+		{"MaxDeltaFileSize=M", nil, "not a size"},
+		{"MaxDeltaFileSize=5T", nil, "not a size"},
+		{"MaxDeltaFileSize=2000G", nil, "more than 1 TiB"},
 		{"PublicKey=RWnotakey", nil, "not a minisign public key"},
 		{"ManifestURL=ftp://x/m.json", nil, `unsupported scheme "ftp"`},
 		{"ManifestURL=updates.example.com/m.json", nil, "no scheme"},
