@@ -26,6 +26,7 @@
 package delta
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -250,4 +251,25 @@ func LoadBase(r io.Reader, want Want) ([]byte, error) {
 		return nil, badSource("delta base has sha256 %s, the delta was made from %s", got, want.SHA256)
 	}
 	return buf, nil
+}
+
+// DecompressBounded decodes a zstd stream whose content is not known in advance but may be at
+// most limit bytes (a compressed manifest, before its signature can be checked). More output
+// than limit, or a frame claiming a window larger than such output needs, wraps ErrBadSource.
+func DecompressBounded(src []byte, limit int64) ([]byte, error) {
+	window := max(min(WindowFor(limit, 0), DefaultMaxWindow), zstd.MinWindowSize)
+	dec, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(window), zstd.WithDecoderMaxMemory(window))
+	if err != nil {
+		return nil, fmt.Errorf("cannot set up zstd decoder: %w", err)
+	}
+	defer dec.Close()
+	out, err := io.ReadAll(io.LimitReader(dec, limit+1))
+	switch {
+	case err != nil:
+		return nil, badSource("does not decode: %v", err)
+	case int64(len(out)) > limit:
+		return nil, badSource("decodes to more than %d bytes", limit)
+	}
+	return out, nil
 }

@@ -308,3 +308,19 @@ func TestInteropWithZstdCLI(t *testing.T) {
 		}
 	})
 }
+
+func TestDecompressBounded(t *testing.T) {
+	_, content := versions(t, 100<<10)
+	obj := encode(t, content, nil)
+	if got, err := DecompressBounded(obj, int64(len(content))); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("DecompressBounded: %v", err)
+	}
+	if _, err := DecompressBounded(obj, int64(len(content))-1); !errors.Is(err, ErrBadSource) {
+		t.Fatalf("over the limit: got %v", err)
+	}
+	for name, src := range map[string][]byte{"truncated": obj[:len(obj)/2], "not zstd": content[:100], "huge window": frameHeader(31)} {
+		if _, err := DecompressBounded(src, 16<<20); !errors.Is(err, ErrBadSource) {
+			t.Errorf("%s: got %v, want ErrBadSource", name, err)
+		}
+	}
+}

@@ -14,10 +14,14 @@ const Level = zstd.SpeedBestCompression
 
 // Encode writes src (size bytes) zstd-compressed to dst; with a base, as a delta against it (the
 // base as a raw dictionary, which the reference decoder reads as `zstd -d --patch-from=BASE`).
-// The window covers the whole of base and output, so every byte of the base can be referred to,
-// and it is within what Decode accepts for that size and base.
+// A delta's window covers the whole of base and output, so every byte of the base can be
+// referred to; an object's is at most 8 MiB, so a large file decodes in little memory. Both are
+// within what Decode accepts for that size and base.
 func Encode(dst io.Writer, src io.Reader, size int64, base []byte) error {
 	larger := max(size, int64(len(base)), 1)
+	if base == nil {
+		larger = min(larger, minWindow)
+	}
 	window := zstd.MinWindowSize
 	for int64(window) < larger && window < zstd.MaxWindowSize {
 		window *= 2
