@@ -29,6 +29,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -98,6 +99,32 @@ func (c *Client) Get(ctx context.Context, rawURL string, limit int64) ([]byte, e
 // limit. Every error, from Open or from reading, is an *Error. The caller
 // must Close the body.
 func (c *Client) Open(ctx context.Context, rawURL string, limit int64) (io.ReadCloser, error) {
+	p, err := c.OpenFrom(ctx, rawURL, limit, 0, "")
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Part is a body that starts at Offset of the file: what OpenFrom returns.
+type Part struct {
+	io.ReadCloser
+	// Offset is where the body starts: the offset asked for, or 0 when the
+	// server sent the whole file instead (a 200), which the caller must then
+	// write from the start, never append.
+	Offset int64
+	// ETag is the response's entity tag if it is a strong one ("" if none or
+	// weak): the validator to send with the next range request for the file.
+	ETag string
+}
+
+// OpenFrom is Open for the bytes of rawURL from offset on, to continue a
+// download that broke: a Range request, with If-Range when etag is a strong
+// entity tag (a weak one cannot promise that the bytes match). limit is the
+// size limit of the whole file. An answer that does not continue at offset
+// (a Content-Range starting elsewhere, 416) is an error wrapping
+// ErrBadRange: the caller starts over from 0.
+func (c *Client) OpenFrom(ctx context.Context, rawURL string, limit, offset int64, etag string) (*Part, error) {
 	shown := Redact(rawURL)
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -106,7 +133,7 @@ func (c *Client) Open(ctx context.Context, rawURL string, limit int64) (io.ReadC
 	}
 	switch u.Scheme {
 	case "file":
-		return openFile(ctx, u, shown, limit)
+		return openFile(ctx, u, shown, limit, offset)
 	case "http", "https":
 	default:
 		return nil, &Error{URL: shown, Err: fmt.Errorf("unsupported scheme %q; use https, http or file", u.Scheme)}
@@ -119,24 +146,52 @@ func (c *Client) Open(ctx context.Context, rawURL string, limit int64) (io.ReadC
 		return nil, &Error{URL: shown, Err: errors.Unwrap(err)}
 	}
 	req.Header.Set("User-Agent", "sdupdate")
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+		if strongETag(etag) {
+			req.Header.Set("If-Range", etag)
+		}
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		cancel()
 		return nil, classify(ctx, shown, err, 0)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	fail := func(e *Error) (*Part, error) {
 		// Drain a little so the connection can be reused; the body is
 		// never shown (it may be an HTML page or hold anything at all).
 		io.CopyN(io.Discard, resp.Body, 4096)
 		resp.Body.Close()
 		cancel()
+		return nil, e
+	}
+	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0 {
+		return fail(&Error{URL: shown, StatusCode: resp.StatusCode, Temporary: true,
+			Err: &badRangeError{fmt.Sprintf("server cannot continue at byte %d (416)", offset)}})
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// Nor is the server's reason phrase: it is free text, terminal
 		// escape sequences included; the standard text for the code is.
-		return nil, &Error{URL: shown, StatusCode: resp.StatusCode,
+		return fail(&Error{URL: shown, StatusCode: resp.StatusCode,
 			Err:       fmt.Errorf("server answered %s", strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode)))),
-			Temporary: retryableStatus(resp.StatusCode)}
+			Temporary: retryableStatus(resp.StatusCode)})
 	}
-	if limit >= 0 && resp.ContentLength > limit {
+	start := int64(0)
+	if resp.StatusCode == http.StatusPartialContent {
+		got, err := contentRangeStart(resp.Header.Get("Content-Range"))
+		if err == nil && (offset == 0 || got != offset) {
+			err = fmt.Errorf("server sent bytes from %d, asked for %d", got, offset)
+		}
+		if err != nil {
+			return fail(&Error{URL: shown, Temporary: true, Err: &badRangeError{err.Error()}})
+		}
+		start = offset
+	}
+	rest := limit
+	if limit >= 0 {
+		rest = max(limit-start, 0)
+	}
+	if limit >= 0 && resp.ContentLength > rest {
 		resp.Body.Close()
 		cancel()
 		return nil, &Error{URL: shown, Err: tooLong(limit)}
@@ -144,8 +199,44 @@ func (c *Client) Open(ctx context.Context, rawURL string, limit int64) (io.ReadC
 	b := &httpBody{body: resp.Body, ctx: ctx, cancel: cancel, url: shown, timeout: c.timeout}
 	b.timer = time.AfterFunc(c.timeout, b.expire)
 	b.timer.Stop()
-	return &limited{r: b, c: b, url: shown, limit: limit}, nil
+	tag := resp.Header.Get("ETag")
+	if !strongETag(tag) {
+		tag = ""
+	}
+	return &Part{ReadCloser: &limited{r: b, c: b, url: shown, limit: rest, whole: limit}, Offset: start, ETag: tag}, nil
 }
+
+// strongETag reports whether tag is a strong entity tag (RFC 9110 8.8.3):
+// quoted, without the W/ of a weak one.
+func strongETag(tag string) bool {
+	return len(tag) >= 2 && tag[0] == '"' && tag[len(tag)-1] == '"' && !strings.ContainsAny(tag[1:len(tag)-1], "\"\r\n")
+}
+
+// contentRangeStart returns the first byte of a Content-Range value,
+// "bytes FIRST-LAST/LENGTH" (LENGTH may be "*").
+func contentRangeStart(v string) (int64, error) {
+	spec, ok := strings.CutPrefix(v, "bytes ")
+	first, rest, ok2 := strings.Cut(spec, "-")
+	last, _, ok3 := strings.Cut(rest, "/")
+	if !ok || !ok2 || !ok3 {
+		return 0, fmt.Errorf("server sent an invalid Content-Range %q", v)
+	}
+	a, err1 := strconv.ParseInt(first, 10, 64)
+	b, err2 := strconv.ParseInt(last, 10, 64)
+	if err1 != nil || err2 != nil || a < 0 || b < a {
+		return 0, fmt.Errorf("server sent an invalid Content-Range %q", v)
+	}
+	return a, nil
+}
+
+// ErrBadRange is wrapped by the error for an answer to a range request that
+// does not continue the partial download: start over from byte 0.
+var ErrBadRange = errors.New("answer does not continue at the offset asked for")
+
+type badRangeError struct{ msg string }
+
+func (e *badRangeError) Error() string        { return e.msg }
+func (e *badRangeError) Is(target error) bool { return target == ErrBadRange }
 
 // retryableStatus: server-side trouble and explicit "try later" answers.
 func retryableStatus(code int) bool {
@@ -277,6 +368,7 @@ type limited struct {
 	c     io.Closer
 	url   string
 	limit int64 // < 0: none
+	whole int64 // the limit of the whole file, for the message (limit is what is left of it)
 	n     int64
 	err   error // sticky once over the limit
 }
@@ -296,7 +388,7 @@ func (l *limited) Read(p []byte) (int, error) {
 	if l.limit >= 0 && l.n > l.limit {
 		n -= int(l.n - l.limit)
 		l.n = l.limit
-		l.err = &Error{URL: l.url, Err: tooLong(l.limit)}
+		l.err = &Error{URL: l.url, Err: tooLong(l.whole)}
 		return n, l.err
 	}
 	return n, err
@@ -304,8 +396,8 @@ func (l *limited) Read(p []byte) (int, error) {
 
 func (l *limited) Close() error { return l.c.Close() }
 
-// openFile opens a file: URL. Only local paths are accepted.
-func openFile(ctx context.Context, u *url.URL, shown string, limit int64) (io.ReadCloser, error) {
+// openFile opens a file: URL from offset on. Only local paths are accepted.
+func openFile(ctx context.Context, u *url.URL, shown string, limit, offset int64) (*Part, error) {
 	if u.Host != "" && u.Host != "localhost" {
 		return nil, &Error{URL: shown, Err: fmt.Errorf("a file URL must name a local path (file:///path), not host %q", u.Host)}
 	}
@@ -335,7 +427,19 @@ func openFile(ctx context.Context, u *url.URL, shown string, limit int64) (io.Re
 		f.Close()
 		return nil, &Error{URL: shown, Err: tooLong(limit)}
 	}
-	return &limited{r: &fileBody{f: f, ctx: ctx, url: shown}, c: f, url: shown, limit: limit}, nil
+	if offset > fi.Size() {
+		f.Close()
+		return nil, &Error{URL: shown, Temporary: true, Err: &badRangeError{fmt.Sprintf("%s has %d bytes, cannot continue at byte %d", u.Path, fi.Size(), offset)}}
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, &Error{URL: shown, Err: err}
+	}
+	rest := limit
+	if limit >= 0 {
+		rest = limit - offset
+	}
+	return &Part{ReadCloser: &limited{r: &fileBody{f: f, ctx: ctx, url: shown}, c: f, url: shown, limit: rest, whole: limit}, Offset: offset}, nil
 }
 
 // fileBody stops reading once the caller's context is done.
