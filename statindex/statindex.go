@@ -1,0 +1,255 @@
+// Package statindex remembers, for each managed file, the stat of the inode whose sha256 was
+// last computed or verified, so that a plan trusts a file whose stat has not changed and hashes
+// only the rest — git's index, for the same reason: reading a gigabyte to learn that ten files
+// changed costs what is installed, not what changed.
+//
+// The index is an optimisation only. A missing, stale or damaged index costs time, never
+// correctness: an entry is trusted only when the file's size, mtime, ctime, inode and device all
+// match it and its mtime is older than the index's own write time (git's "racy" rule: a file
+// changed within the timestamp granularity of the moment it was recorded has the same mtime,
+// so it is hashed again). ctime changes with every content or metadata change, link and unlink
+// of other names of the inode included — a snapshot's hard links and their removal too — so the
+// engine refreshes the entries of the files such a step touched (see Refresh).
+//
+// On disk, one text file written atomically (temp file, fsync, rename, fsync of the directory):
+//
+//	sdupdate-index 1
+//	installed <sha256 of the installed manifest's bytes this index describes>
+//	<size> <mtime ns> <ctime ns> <inode> <device> <sha256> <name>     one line per file
+//	end <sha256 of every byte above this line>
+//
+// Names come last on their line: a manifest name has no control characters, so no newline.
+package statindex
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/fsutil"
+)
+
+const header = "sdupdate-index 1\n"
+
+// Stat is what the index compares of a file.
+type Stat struct {
+	Size         int64
+	Mtime, Ctime int64 // nanoseconds since the epoch
+	Ino, Dev     uint64
+}
+
+// StatOf returns fi's Stat. A filesystem that reports no inode (afero's in-memory one in tests)
+// gives size and mtime only, which such a filesystem keeps exactly.
+func StatOf(fi os.FileInfo) Stat {
+	st := Stat{Size: fi.Size(), Mtime: fi.ModTime().UnixNano()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.Ctime = sys.Ctim.Sec*1e9 + sys.Ctim.Nsec
+		st.Ino, st.Dev = sys.Ino, uint64(sys.Dev)
+	}
+	return st
+}
+
+type entry struct {
+	st  Stat
+	sum string
+}
+
+// Index maps managed names to the stat and sha256 of their installed file. Not safe for
+// concurrent use.
+type Index struct {
+	// Installed is the sha256 of the installed manifest this index describes; an index loaded
+	// for another manifest is not used.
+	Installed string
+	written   int64 // mtime of the index file as loaded: the racy limit; 0 = not loaded
+	entries   map[string]entry
+}
+
+// New returns an empty index for the installed manifest whose bytes hash to installed.
+func New(installed string) *Index {
+	return &Index{Installed: installed, entries: map[string]entry{}}
+}
+
+// SumOf returns the hex sha256 of b, as Installed holds it.
+func SumOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Lookup returns the sha256 recorded for name if st matches the recorded stat exactly and the
+// file's mtime is older than the index file itself.
+func (x *Index) Lookup(name string, st Stat) (string, bool) {
+	if x == nil {
+		return "", false
+	}
+	e, ok := x.entries[name]
+	if !ok || e.st != st || st.Mtime >= x.written {
+		return "", false
+	}
+	return e.sum, true
+}
+
+// Set records that name, with stat st, has content sum.
+func (x *Index) Set(name string, st Stat, sum string) { x.entries[name] = entry{st: st, sum: sum} }
+
+// Delete forgets name.
+func (x *Index) Delete(name string) { delete(x.entries, name) }
+
+// Len is the number of entries.
+func (x *Index) Len() int { return len(x.entries) }
+
+// Refresh re-stats name after a step of ours changed its ctime (a hard link made or removed):
+// when everything but ctime still matches, the entry takes the new ctime; otherwise it is
+// dropped, and the file is hashed next time. stat is how the file is looked at now.
+func (x *Index) Refresh(name string, stat func() (Stat, error)) {
+	e, ok := x.entries[name]
+	if !ok {
+		return
+	}
+	st, err := stat()
+	if err != nil {
+		delete(x.entries, name)
+		return
+	}
+	if old := e.st; old.Size != st.Size || old.Mtime != st.Mtime || old.Ino != st.Ino || old.Dev != st.Dev {
+		delete(x.entries, name)
+		return
+	}
+	e.st.Ctime = st.Ctime
+	x.entries[name] = e
+}
+
+// Names returns the recorded names, sorted.
+func (x *Index) Names() []string {
+	names := make([]string, 0, len(x.entries))
+	for n := range x.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ErrDamaged is wrapped by Load's error for an index that does not parse or whose checksum does
+// not match: it is to be ignored (and rebuilt), never trusted in part.
+var ErrDamaged = errors.New("stat index damaged")
+
+// Load reads the index at path. A missing file gives an empty index for no manifest and no
+// error; a damaged one an error wrapping ErrDamaged.
+func Load(fsys afero.Fs, path string) (*Index, error) {
+	f, err := fsys.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return New(""), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot open stat index %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cannot stat stat index %s: %w", path, err)
+	}
+	x, err := parse(bufio.NewReaderSize(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
+	}
+	x.written = fi.ModTime().UnixNano()
+	return x, nil
+}
+
+func parse(r *bufio.Reader) (*Index, error) {
+	h := sha256.New()
+	line := func() (string, error) {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+		return l, nil
+	}
+	l, err := line()
+	if err != nil || l != header {
+		return nil, errors.New("not a stat index of this format")
+	}
+	h.Write([]byte(l))
+	if l, err = line(); err != nil || !strings.HasPrefix(l, "installed ") {
+		return nil, errors.New("no installed line")
+	}
+	h.Write([]byte(l))
+	x := New(strings.TrimSuffix(strings.TrimPrefix(l, "installed "), "\n"))
+	for {
+		if l, err = line(); err != nil {
+			return nil, err
+		}
+		if rest, ok := strings.CutPrefix(l, "end "); ok {
+			if strings.TrimSuffix(rest, "\n") != hex.EncodeToString(h.Sum(nil)) {
+				return nil, errors.New("checksum does not match")
+			}
+			if _, err := r.ReadByte(); err != io.EOF {
+				return nil, errors.New("data after the end line")
+			}
+			return x, nil
+		}
+		h.Write([]byte(l))
+		name, e, err := parseEntry(strings.TrimSuffix(l, "\n"))
+		if err != nil {
+			return nil, err
+		}
+		x.entries[name] = e
+	}
+}
+
+func parseEntry(l string) (string, entry, error) {
+	f := strings.SplitN(l, " ", 7)
+	if len(f) != 7 || len(f[5]) != 64 || f[6] == "" {
+		return "", entry{}, fmt.Errorf("invalid entry %q", l)
+	}
+	var n [5]uint64
+	for i := range n {
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return "", entry{}, fmt.Errorf("invalid entry %q", l)
+		}
+		n[i] = v
+	}
+	e := entry{st: Stat{Size: int64(n[0]), Mtime: int64(n[1]), Ctime: int64(n[2]), Ino: n[3], Dev: n[4]}, sum: f[5]}
+	return f[6], e, nil
+}
+
+// Save writes the index to path atomically.
+func (x *Index) Save(fsys afero.Fs, path string) error {
+	var buf bytes.Buffer
+	buf.Grow(64 + len(x.entries)*120)
+	buf.WriteString(header)
+	fmt.Fprintf(&buf, "installed %s\n", x.Installed)
+	var num []byte
+	for _, name := range x.Names() {
+		e := x.entries[name]
+		for _, v := range []uint64{uint64(e.st.Size), uint64(e.st.Mtime), uint64(e.st.Ctime), e.st.Ino, e.st.Dev} {
+			num = strconv.AppendUint(num[:0], v, 10)
+			buf.Write(num)
+			buf.WriteByte(' ')
+		}
+		buf.WriteString(e.sum)
+		buf.WriteByte(' ')
+		buf.WriteString(name)
+		buf.WriteByte('\n')
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	fmt.Fprintf(&buf, "end %s\n", hex.EncodeToString(sum[:]))
+	if err := fsutil.WriteFileAtomic(fsys, path, buf.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("cannot write stat index: %w", err)
+	}
+	return nil
+}
