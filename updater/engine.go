@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/config"
+	"github.com/sdupdate/sdupdate/fetch"
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
@@ -22,6 +23,8 @@ import (
 // Fetcher gets manifests, signatures and files. fetch.Client is the real one.
 type Fetcher interface {
 	Open(ctx context.Context, rawURL string, limit int64) (io.ReadCloser, error)
+	// OpenFrom continues a broken download at offset (see fetch.Client.OpenFrom).
+	OpenFrom(ctx context.Context, rawURL string, limit, offset int64, etag string) (*fetch.Part, error)
 	Get(ctx context.Context, rawURL string, limit int64) ([]byte, error)
 }
 
@@ -145,7 +148,7 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	l.work = l.state
 	if !same {
 		l.work = reservedDir(l)
-		if err := e.checkReserved(l, "staging", "snapshots"); err != nil {
+		if err := e.checkReserved(l, "staging", "snapshots", "partial"); err != nil {
 			return nil, err
 		}
 		if err := e.Fs.MkdirAll(l.work, 0o700); err != nil {

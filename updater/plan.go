@@ -20,9 +20,11 @@ type Change struct {
 	File  manifest.File // the manifest entry
 	Add   bool          // the file does not exist yet
 	Local bool          // the content is already installed; only the mode changes, so it is staged from the installed file
-	Mode  os.FileMode   // the mode it will have
-	UID   int           // owner it will have, when HasOwner
-	GID   int
+	// Resume: fetched through a partial file that survives a broken transfer (see partial.go).
+	Resume bool
+	Mode   os.FileMode // the mode it will have
+	UID    int         // owner it will have, when HasOwner
+	GID    int
 	// HasOwner is false on filesystems that do not report owners (in-memory tests).
 	HasOwner bool
 }

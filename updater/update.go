@@ -106,7 +106,7 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 	bytes, files := p.DownloadBytes()
 	log.WithFields(logrus.Fields{logging.FieldPhase: "download", logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
 		Infof("update started: %s -> %s, %d files to download (%s), %d to remove", DisplayVersion(from), p.To, files, HumanBytes(bytes), len(p.Removes))
-	if err := e.checkSpace(l, bytes); err != nil {
+	if err := e.checkSpace(l, bytes-e.preparePartials(l, p)); err != nil {
 		return fail("download", err)
 	}
 
