@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// contender is one command of a comparison: setup runs before every run, untimed.
+type contender struct {
+	name  string
+	setup func() error
+	args  []string
+	exit  int // the exit status it must end with
+}
+
+// sample is one timed run.
+type sample struct {
+	wall    time.Duration
+	rss     int64 // peak resident set, bytes, from wait4's rusage (what /usr/bin/time -v reports)
+	fetched int64 // body bytes the HTTP server sent during the run
+}
+
+// runOnce runs c's setup, flushes dirty pages (so one contender's writeback never lands in the
+// next one's time), then times c's command.
+func (b *bench) runOnce(c *contender) (sample, error) {
+	if c.setup != nil {
+		if err := c.setup(); err != nil {
+			return sample{}, fmt.Errorf("%s: setup: %w", c.name, err)
+		}
+	}
+	syscall.Sync()
+	b.srv.sent.Store(0)
+	cmd := exec.Command(c.args[0], c.args[1:]...)
+	cmd.Env = cleanEnv()
+	var out tail
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start)
+	if cmd.ProcessState == nil {
+		return sample{}, fmt.Errorf("%s: %w", c.name, err)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != c.exit {
+		return sample{}, fmt.Errorf("%s: %s exited %d, want %d:\n%s", c.name, strings.Join(c.args, " "), code, c.exit, out.String())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return sample{wall: wall, rss: ru.Maxrss * 1024, fetched: b.srv.sent.Load()}, nil
+}
+
+// compare runs each contender once to warm up, then runs rounds of them in turn, so a drift of
+// the machine hits all alike. It returns every contender's timed samples.
+func (b *bench) compare(cs ...*contender) ([][]sample, error) {
+	for _, c := range cs {
+		if _, err := b.runOnce(c); err != nil {
+			return nil, err
+		}
+	}
+	out := make([][]sample, len(cs))
+	for r := 0; r < b.runs; r++ {
+		for i, c := range cs {
+			s, err := b.runOnce(c)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = append(out[i], s)
+		}
+	}
+	return out, nil
+}
+
+// stats is the median wall time, the highest peak RSS and the median bytes fetched of samples.
+type stats struct {
+	wall    time.Duration
+	rss     int64
+	fetched int64
+}
+
+func summarize(ss []sample) stats {
+	walls := make([]time.Duration, len(ss))
+	fetched := make([]int64, len(ss))
+	var st stats
+	for i, s := range ss {
+		walls[i], fetched[i] = s.wall, s.fetched
+		st.rss = max(st.rss, s.rss)
+	}
+	sort.Slice(walls, func(i, j int) bool { return walls[i] < walls[j] })
+	sort.Slice(fetched, func(i, j int) bool { return fetched[i] < fetched[j] })
+	st.wall, st.fetched = walls[len(walls)/2], fetched[len(fetched)/2]
+	return st
+}
+
+// cleanEnv keeps the commands from logging to a journal or notifying a unit the benchmark may
+// run under.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch strings.SplitN(kv, "=", 2)[0] {
+		case "JOURNAL_STREAM", "NOTIFY_SOCKET", "INVOCATION_ID":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// tail keeps the last 8 KiB written: enough for an error message, bounded for a plan of
+// 150,000 lines.
+type tail struct{ b []byte }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 8<<10 {
+		t.b = append(t.b[:0], t.b[len(t.b)-8<<10:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string { return string(t.b) }
