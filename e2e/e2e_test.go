@@ -61,31 +61,46 @@ type server struct {
 // bootServer boots a server whose sdupdate watches the restarted agent for settle.
 func bootServer(t *testing.T, name string, settle time.Duration) *server {
 	t.Helper()
+	s := newServer(t)
+	start := time.Now()
+	sb, err := fixture.Host{
+		Name: name,
+		Bin:  sdupdateBinary(t),
+		Config: fixture.Config{
+			ManifestURL: s.site.ManifestURL(), PublicKey: s.pub.PublicKey,
+			Settle: settle, StartTimeout: 10 * time.Second,
+		},
+		Log: sandbox.TestLog(t),
+	}.Boot(s.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sandbox %s ready in %v (boot, catalog, masks)", name, time.Since(start).Round(time.Millisecond))
+	s.attach(sb)
+	return s
+}
+
+// newServer makes a server's publisher and HTTP site, and the context that bounds the test;
+// its sandbox is booted next and given to attach.
+func newServer(t *testing.T) *server {
+	t.Helper()
 	sandbox.RequireOrSkip(t)
-	bin := sdupdateBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	pub, err := fixture.NewPublisher(t.TempDir(), bin)
+	pub, err := fixture.NewPublisher(t.TempDir(), sdupdateBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	site := fixture.Serve(pub.Site)
 	t.Cleanup(site.Close)
-	start := time.Now()
-	sb, err := fixture.Host{
-		Name: name,
-		Bin:  bin,
-		Config: fixture.Config{
-			ManifestURL: site.ManifestURL(), PublicKey: pub.PublicKey,
-			Settle: settle, StartTimeout: 10 * time.Second,
-		},
-		Log: sandbox.TestLog(t),
-	}.Boot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("sandbox %s ready in %v (boot, catalog, masks)", name, time.Since(start).Round(time.Millisecond))
-	s := &server{t: t, ctx: ctx, sb: sb, pub: pub, site: site}
+	return &server{t: t, ctx: ctx, pub: pub, site: site}
+}
+
+// attach makes sb the server's machine, closed when the test ends, after its journal is shown
+// if the test failed.
+func (s *server) attach(sb *sandbox.Sandbox) {
+	t := s.t
+	s.sb = sb
 	t.Cleanup(func() {
 		if err := sb.Close(); err != nil {
 			t.Error(err)
@@ -99,7 +114,6 @@ func bootServer(t *testing.T, name string, settle time.Duration) *server {
 			t.Logf("journal of the update and agent units:\n%s", r.Stdout)
 		}
 	})
-	return s
 }
 
 // release publishes a version of the agent.

@@ -193,6 +193,7 @@ the agent over D-Bus and rolls back by itself if it does not come up.` + exitSta
 		newVerifyCommand(g),
 		newRecoverCommand(g),
 		newReleaseCommand(g),
+		newDocsCommand(),
 	)
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
