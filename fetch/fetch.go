@@ -46,7 +46,7 @@ const maxRedirects = 10
 // http.DefaultClient or other Clients. Safe for concurrent use.
 type Client struct {
 	timeout   time.Duration
-	transport *http.Transport
+	transport *http.Transport // the one http uses
 	http      *http.Client
 }
 
@@ -78,9 +78,6 @@ func New(timeout time.Duration) *Client {
 		http:      &http.Client{Transport: tr, CheckRedirect: checkRedirect},
 	}
 }
-
-// Close drops idle connections.
-func (c *Client) Close() { c.transport.CloseIdleConnections() }
 
 // Get returns the whole body of rawURL. A body longer than limit bytes is
 // refused: at once when Content-Length says so, otherwise as soon as limit
@@ -325,6 +322,16 @@ func classify(ctx context.Context, shown string, err error, idle time.Duration) 
 		err = fmt.Errorf("connection closed before the whole body arrived: %w", err)
 	}
 	return &Error{URL: shown, Err: err, Temporary: temporary(err)}
+}
+
+// Temporary reports whether trying again may help after err: for an *Error, what was decided
+// when it was made; for any other error (a Fetcher that is not a Client), the same rules.
+func Temporary(err error) bool {
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe.Temporary
+	}
+	return temporary(err)
 }
 
 func temporary(err error) bool {

@@ -1,6 +1,8 @@
-// Package fsutil holds the few filesystem operations that crash safety rests on: an atomic file
-// replace with fsync of the file and its directory, directory sync, hard-link-or-copy, and a check
-// that a path inside a root does not run through a symlink. Everything goes through afero.Fs so
+// Package fsutil owns every kind of filesystem operation sdupdate does, each written once: the
+// ones crash safety rests on (an atomic file replace with fsync of the file and its directory,
+// directory sync, hard-link-or-copy, a streamed copy or write that hashes and fsyncs), the walk
+// that refuses a path through a symlink, directory creation and the removal of directories left
+// empty, and giving a file its owner where this process may. Everything goes through afero.Fs so
 // the engine runs unchanged on an in-memory filesystem in tests.
 package fsutil
 
@@ -9,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -122,32 +123,6 @@ func WriteFileAtomic(fsys afero.Fs, path string, data []byte, perm os.FileMode) 
 	return SyncDir(fsys, dir)
 }
 
-// CopyFile copies src to dst (created or truncated with perm) and fsyncs dst. It streams, so a
-// file is never held whole in memory.
-func CopyFile(fsys afero.Fs, src, dst string, perm os.FileMode) error {
-	in, err := fsys.Open(src)
-	if err != nil {
-		return fmt.Errorf("cannot open %s: %w", src, err)
-	}
-	defer in.Close()
-	out, err := fsys.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return fmt.Errorf("cannot create %s: %w", dst, err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("cannot copy %s to %s: %w", src, dst, err)
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return fmt.Errorf("cannot sync %s: %w", dst, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("cannot close %s: %w", dst, err)
-	}
-	return nil
-}
-
 // LinkOrCopy makes dst hold src's content: a hard link where the filesystem has them (free, and
 // safe because installed files are only ever replaced by rename, never written in place),
 // otherwise a streamed, fsynced copy with perm.
@@ -159,7 +134,8 @@ func LinkOrCopy(fsys afero.Fs, src, dst string, perm os.FileMode) error {
 	if !errors.Is(err, ErrNoHardLinks) && !isCrossDevice(err) {
 		return fmt.Errorf("cannot link %s to %s: %w", src, dst, err)
 	}
-	return CopyFile(fsys, src, dst, perm)
+	_, _, err = CopyFile(fsys, src, dst, Attrs{Mode: perm})
+	return err
 }
 
 func isCrossDevice(err error) bool {
@@ -178,36 +154,6 @@ func Lstat(fsys afero.Fs, name string) (os.FileInfo, error) {
 
 // ErrUnsafePath marks a path that runs through a symlink or a non-directory.
 var ErrUnsafePath = errors.New("unsafe path")
-
-// CheckPath verifies that the slash path name inside root runs through real directories only
-// (no symlink, no regular file where a directory is needed) and that name itself, if it exists,
-// is a regular file. It returns whether name exists. Parents that do not exist yet are fine: they
-// will be created as real directories.
-func CheckPath(fsys afero.Fs, root, name string) (exists bool, err error) {
-	parts := strings.Split(name, "/")
-	cur := root
-	for i, p := range parts {
-		cur = filepath.Join(cur, p)
-		fi, err := Lstat(fsys, cur)
-		if errors.Is(err, os.ErrNotExist) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("cannot inspect %s: %w", cur, err)
-		}
-		last := i == len(parts)-1
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			return false, fmt.Errorf("%s is a symlink; sdupdate never writes through symlinks (remove it or replace it with a real %s): %w",
-				cur, map[bool]string{true: "file", false: "directory"}[last], ErrUnsafePath)
-		case !last && !fi.IsDir():
-			return false, fmt.Errorf("%s is not a directory but %s needs it to be one: %w", cur, name, ErrUnsafePath)
-		case last && !fi.Mode().IsRegular():
-			return false, fmt.Errorf("%s is not a regular file: %w", cur, ErrUnsafePath)
-		}
-	}
-	return true, nil
-}
 
 // Owner returns the uid and gid of fi when the filesystem reports them.
 func Owner(fi os.FileInfo) (uid, gid int, ok bool) {

@@ -12,7 +12,6 @@ package lock
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,31 +91,6 @@ func (l *Lock) Release() error {
 		return fmt.Errorf("cannot unlock %s: %w", l.path, err)
 	}
 	return nil
-}
-
-// Path is the lock file.
-func (l *Lock) Path() string { return l.path }
-
-// Holder reports whether the lock at path is held and, if so, by which pid
-// (0 if unknown). It never creates the file. It takes a shared lock for an
-// instant to test; an Acquire racing with that instant fails as if a run
-// were going on, which is the price of flock having no query call.
-func Holder(path string) (pid int, held bool, err error) {
-	fl := flock.New(path, flock.SetFlag(os.O_RDONLY))
-	ok, err := fl.TryRLock()
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("cannot check lock %s: %w", path, err)
-	}
-	if ok {
-		if err := fl.Unlock(); err != nil {
-			return 0, false, fmt.Errorf("cannot check lock %s: %w", path, err)
-		}
-		return 0, false, nil
-	}
-	return readPID(path), true, nil
 }
 
 func writePID(path string, pid int) error {

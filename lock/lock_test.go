@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/gofrs/flock"
 )
 
 // The test binary doubles as a second sdupdate: with helperEnv set it takes
@@ -123,7 +126,7 @@ func TestSecondProcessIsRefusedUntilHolderDies(t *testing.T) {
 	if want := fmt.Sprintf("another sdupdate is running (pid %d)", pid); err.Error() != want {
 		t.Fatalf("message %q, want %q", err, want)
 	}
-	if gotPID, held, err := Holder(path); err != nil || !held || gotPID != pid {
+	if gotPID, held, err := heldBy(path); err != nil || !held || gotPID != pid {
 		t.Fatalf("Holder = %d, %v, %v; want %d, true", gotPID, held, err, pid)
 	}
 
@@ -132,7 +135,7 @@ func TestSecondProcessIsRefusedUntilHolderDies(t *testing.T) {
 	if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
 		t.Fatalf("lock file holds %q; the test needs the dead pid left in it", b)
 	}
-	if gotPID, held, err := Holder(path); err != nil || held || gotPID != 0 {
+	if gotPID, held, err := heldBy(path); err != nil || held || gotPID != 0 {
 		t.Fatalf("Holder after kill = %d, %v, %v; want not held", gotPID, held, err)
 	}
 	l, err = Acquire(path)
@@ -211,7 +214,7 @@ func TestStalePIDDoesNotMatter(t *testing.T) {
 	if err := os.WriteFile(path, []byte("1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if pid, held, err := Holder(path); err != nil || held || pid != 0 {
+	if pid, held, err := heldBy(path); err != nil || held || pid != 0 {
 		t.Fatalf("Holder = %d, %v, %v; want not held", pid, held, err)
 	}
 	l, err := Acquire(path)
@@ -235,14 +238,14 @@ func TestCreatesPrivateFileAndDir(t *testing.T) {
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("file mode %v, %v; want 0600", fi.Mode(), err)
 	}
-	if l.Path() != path {
-		t.Fatalf("Path() = %q", l.Path())
+	if l.path != path {
+		t.Fatalf("path = %q", l.path)
 	}
 }
 
 func TestHolderOfMissingFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
-	if pid, held, err := Holder(path); err != nil || held || pid != 0 {
+	if pid, held, err := heldBy(path); err != nil || held || pid != 0 {
 		t.Fatalf("Holder = %d, %v, %v; want not held, no error", pid, held, err)
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
@@ -255,4 +258,24 @@ func TestHeldErrorWithoutPID(t *testing.T) {
 	if got := e.Error(); got != "another sdupdate is running (it holds /var/lib/sdupdate/lock)" {
 		t.Fatalf("Error() = %q", got)
 	}
+}
+
+// heldBy reports whether the lock at path is held and, if so, by which pid
+// (0 if unknown), as another process sees it. It never creates the file.
+func heldBy(path string) (pid int, held bool, err error) {
+	fl := flock.New(path, flock.SetFlag(os.O_RDONLY))
+	ok, err := fl.TryRLock()
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("cannot check lock %s: %w", path, err)
+	}
+	if ok {
+		if err := fl.Unlock(); err != nil {
+			return 0, false, fmt.Errorf("cannot check lock %s: %w", path, err)
+		}
+		return 0, false, nil
+	}
+	return readPID(path), true, nil
 }

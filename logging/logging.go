@@ -27,6 +27,23 @@ const (
 	FieldMessageID = "MESSAGE_ID"
 )
 
+// Phase is the value of SDUPDATE_PHASE: which step of a run an entry is about. The values are
+// the external contract's; a run's journal has its own, finer states (updater.Phase), each of
+// which falls in one of these.
+type Phase string
+
+const (
+	PhaseCheck    Phase = "check"    // reading the installed version, fetching and verifying the manifest, planning
+	PhaseDownload Phase = "download" // fetching and verifying files into staging
+	PhaseVerify   Phase = "verify"   // checking installed files against the installed manifest
+	PhaseSnapshot Phase = "snapshot" // taking or pruning snapshots
+	PhaseApply    Phase = "apply"    // putting the new files in place
+	PhaseRestart  Phase = "restart"  // restarting the agent unit
+	PhaseHealth   Phase = "health"   // watching the restarted agent
+	PhaseRollback Phase = "rollback" // restoring a snapshot
+	PhaseRecover  Phase = "recover"  // finishing or undoing an interrupted run
+)
+
 // MESSAGE_IDs of the events, one journal entry each. They are part of the external contract and
 // are explained in packaging/sdupdate.catalog: never change one.
 const (

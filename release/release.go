@@ -29,12 +29,10 @@ package release
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -129,7 +127,7 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 		// that has a PublicKey report a tampered manifest.
 		return nil, fmt.Errorf("%s exists from a signed release: sign this one too (--sign-key) or remove it first", sigPath)
 	}
-	if _, err := lstat(fsys, versionDir); err == nil {
+	if _, err := fsutil.Lstat(fsys, versionDir); err == nil {
 		return nil, fmt.Errorf("%s already exists: a published version is never changed, so release a new version (if an earlier run of this one was interrupted, remove it and run again)", versionDir)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("cannot check %s: %w", versionDir, err)
@@ -244,14 +242,6 @@ func inside(dir, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
-func lstat(fsys afero.Fs, path string) (os.FileInfo, error) {
-	if l, ok := fsys.(afero.Lstater); ok {
-		info, _, err := l.LstatIfPossible(path)
-		return info, err
-	}
-	return fsys.Stat(path)
-}
-
 // scan lists the regular files under from, sorted by name, and refuses anything a manifest
 // cannot carry faithfully: symlinks, special files, names the contract refuses, and modes
 // beyond permission bits. It also returns the directories that hold no file.
@@ -354,16 +344,15 @@ func copyVersion(fsys afero.Fs, sources []source, out, version string, bases []*
 	files := make([]manifest.File, 0, len(sources))
 	var total int64
 	for _, s := range sources {
-		dst := filepath.Join(partial, filepath.FromSlash(s.name))
-		if dir := filepath.Dir(dst); !dirs[dir] {
-			if err := fsys.MkdirAll(dir, 0o755); err != nil {
-				return nil, 0, fmt.Errorf("cannot create %s: %w", dir, err)
-			}
-			for d := dir; d != partial && !dirs[d]; d = filepath.Dir(d) {
-				dirs[d] = true
-			}
+		created, err := fsutil.MkdirsUnder(fsys, partial, path.Dir(s.name), 0o755)
+		if err != nil {
+			return nil, 0, err
 		}
-		sum, size, err := copyFile(fsys, s.path, dst, s.mode)
+		for _, d := range created {
+			dirs[d] = true
+		}
+		dst := filepath.Join(partial, filepath.FromSlash(s.name))
+		sum, size, err := fsutil.CopyFile(fsys, s.path, dst, fsutil.Attrs{Mode: s.mode})
 		if err != nil {
 			return nil, 0, err
 		}
@@ -387,37 +376,4 @@ func copyVersion(fsys afero.Fs, sources []source, out, version string, bases []*
 		return nil, 0, err
 	}
 	return files, total, nil
-}
-
-// copyFile streams src to a new file dst with mode, fsyncs it, and returns the sha256 and size
-// of what was written.
-func copyFile(fsys afero.Fs, src, dst string, mode os.FileMode) (string, int64, error) {
-	in, err := fsys.Open(src)
-	if err != nil {
-		return "", 0, fmt.Errorf("cannot open %s: %w", src, err)
-	}
-	defer in.Close()
-	out, err := fsys.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return "", 0, fmt.Errorf("cannot create %s: %w", dst, err)
-	}
-	h := sha256.New()
-	size, err := io.Copy(io.MultiWriter(out, h), in)
-	if err != nil {
-		out.Close()
-		return "", 0, fmt.Errorf("cannot copy %s to %s: %w", src, dst, err)
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return "", 0, fmt.Errorf("cannot sync %s: %w", dst, err)
-	}
-	if err := out.Close(); err != nil {
-		return "", 0, fmt.Errorf("cannot close %s: %w", dst, err)
-	}
-	// The umask narrowed the mode given to OpenFile; the published file must carry exactly
-	// the mode the manifest records.
-	if err := fsys.Chmod(dst, mode); err != nil {
-		return "", 0, fmt.Errorf("cannot set mode of %s: %w", dst, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), size, nil
 }

@@ -8,8 +8,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strings"
-	"syscall"
 
 	"github.com/spf13/afero"
 
@@ -125,49 +123,14 @@ func (s *Store) applyRestore(ctx context.Context, p *restorePlan, touched map[st
 	return nil
 }
 
-type kind int
-
-const (
-	kindAbsent kind = iota
-	kindFile
-	kindDir
-)
-
-// inspect reports what the slash path name is inside root, without following any symlink. A
-// symlink anywhere on the way, or something that is neither a regular file nor a directory, is
-// an error wrapping fsutil.ErrUnsafePath. A regular file where a directory of name should be
-// means name cannot exist: kindAbsent, with that file's slash path as blocker.
-func inspect(fsys afero.Fs, root, name string) (k kind, blocker string, err error) {
-	parts := strings.Split(name, "/")
-	cur := root
-	for i, part := range parts {
-		cur = filepath.Join(cur, part)
-		fi, err := fsutil.Lstat(fsys, cur)
-		if errors.Is(err, os.ErrNotExist) {
-			return kindAbsent, "", nil
-		}
-		if err != nil {
-			return kindAbsent, "", fmt.Errorf("cannot inspect %s: %w", cur, err)
-		}
-		last := i == len(parts)-1
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			return kindAbsent, "", fmt.Errorf("%s is a symlink; sdupdate never writes through symlinks (remove it or replace it with a real %s): %w",
-				cur, map[bool]string{true: "file", false: "directory"}[last], fsutil.ErrUnsafePath)
-		case fi.IsDir():
-			if last {
-				return kindDir, "", nil
-			}
-		case fi.Mode().IsRegular():
-			if last {
-				return kindFile, "", nil
-			}
-			return kindAbsent, strings.Join(parts[:i+1], "/"), nil
-		default:
-			return kindAbsent, "", fmt.Errorf("%s is neither a regular file nor a directory: %w", cur, fsutil.ErrUnsafePath)
-		}
+// inspect is fsutil.Inspect, refusing a special file anywhere on the way: Restore never removes
+// or replaces one.
+func inspect(fsys afero.Fs, root, name string) (k fsutil.Kind, blocker string, err error) {
+	k, blocker, err = fsutil.Inspect(fsys, root, name)
+	if err == nil && k == fsutil.Special {
+		return k, "", fmt.Errorf("%s is neither a regular file nor a directory: %w", filepath.Join(root, filepath.FromSlash(blocker)), fsutil.ErrUnsafePath)
 	}
-	return kindAbsent, "", nil
+	return k, blocker, err
 }
 
 // precheck refuses, before anything changes, every path Restore could not finish on: a symlink
@@ -180,7 +143,7 @@ func (s *Store) precheck(p *restorePlan) error {
 		if err != nil {
 			return err
 		}
-		if k == kindDir {
+		if k == fsutil.Dir {
 			return fmt.Errorf("%s is a directory, but the installed manifest lists it as a file: %w", s.installPath(n), fsutil.ErrUnsafePath)
 		}
 	}
@@ -192,7 +155,7 @@ func (s *Store) precheck(p *restorePlan) error {
 		if blocker != "" && !p.remove[blocker] {
 			return fmt.Errorf("%s is a file no manifest lists, but %s needs it to be a directory: %w", s.installPath(blocker), f.Name, fsutil.ErrUnsafePath)
 		}
-		if k == kindDir {
+		if k == fsutil.Dir {
 			if err := s.onlyOurs(p, f.Name); err != nil {
 				return err
 			}
@@ -248,7 +211,7 @@ func (s *Store) removeStaleTemps(p *restorePlan, touched map[string]bool) error 
 			if err != nil {
 				return err
 			}
-			if k != kindDir {
+			if k != fsutil.Dir {
 				continue
 			}
 			abs = s.installPath(d)
@@ -285,53 +248,15 @@ func (s *Store) removeName(name string, keepDirs, touched map[string]bool) error
 	}
 	target := s.installPath(name)
 	switch k {
-	case kindDir:
+	case fsutil.Dir:
 		return fmt.Errorf("cannot remove %s: it is a directory, but the installed manifest lists it as a file", target)
-	case kindFile:
+	case fsutil.Regular:
 		if err := s.Fs.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("cannot remove %s: %w", target, err)
 		}
 		touched[filepath.Dir(target)] = true
 	}
-	for d := path.Dir(name); d != "." && !keepDirs[d]; d = path.Dir(d) {
-		abs := s.installPath(d)
-		gone, err := removeIfEmptyDir(s.Fs, abs)
-		if err != nil {
-			return err
-		}
-		if !gone {
-			break
-		}
-		touched[filepath.Dir(abs)] = true
-	}
-	return nil
-}
-
-// removeIfEmptyDir removes dir when it is an empty directory; it reports whether dir is gone
-// (also when it did not exist).
-func removeIfEmptyDir(fsys afero.Fs, dir string) (bool, error) {
-	fi, err := fsutil.Lstat(fsys, dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("cannot inspect %s: %w", dir, err)
-	}
-	if !fi.IsDir() {
-		return false, nil
-	}
-	// Check emptiness ourselves: an in-memory fs removes a non-empty directory without complaint.
-	entries, err := afero.ReadDir(fsys, dir)
-	if err != nil {
-		return false, fmt.Errorf("cannot list %s: %w", dir, err)
-	}
-	if len(entries) > 0 {
-		return false, nil
-	}
-	if err := fsys.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("cannot remove empty directory %s: %w", dir, err)
-	}
-	return true, nil
+	return fsutil.RemoveEmptyParents(s.Fs, s.InstallDir, name, keepDirs, touched)
 }
 
 // place puts snapshot file f back at its target: linked (or copied) to a temporary name in the
@@ -347,8 +272,8 @@ func (s *Store) place(m *Meta, f FileMeta, touched map[string]bool) error {
 	if blocker != "" {
 		return fmt.Errorf("cannot restore %s: %s is a file where a directory must be: %w", target, s.installPath(blocker), fsutil.ErrUnsafePath)
 	}
-	if k == kindDir {
-		gone, err := removeIfEmptyDir(s.Fs, target)
+	if k == fsutil.Dir {
+		gone, err := fsutil.RemoveIfEmptyDir(s.Fs, target)
 		if err != nil {
 			return err
 		}
@@ -388,7 +313,7 @@ func (s *Store) place(m *Meta, f FileMeta, touched map[string]bool) error {
 		}
 	}()
 	touched[dir] = true
-	sum, size, err := hashFile(s.Fs, tmp)
+	sum, size, err := fsutil.HashFile(s.Fs, tmp)
 	if err != nil {
 		return fmt.Errorf("cannot restore %s: %w", target, err)
 	}
@@ -426,8 +351,7 @@ func sameFile(fsys afero.Fs, a, b string) bool {
 }
 
 // setAttrs gives p the recorded owner (when known) and mode. The owner goes first because
-// changing it may clear mode bits. A non-root sdupdate cannot give files away; it then keeps the
-// owner it has, which is the best it can do.
+// changing it may clear mode bits.
 func setAttrs(fsys afero.Fs, p string, f FileMeta) error {
 	fi, err := fsutil.Lstat(fsys, p)
 	if err != nil {
@@ -436,9 +360,8 @@ func setAttrs(fsys afero.Fs, p string, f FileMeta) error {
 	if f.UID >= 0 && f.GID >= 0 {
 		uid, gid, ok := fsutil.Owner(fi)
 		if !ok || uid != f.UID || gid != f.GID {
-			err := fsys.Chown(p, f.UID, f.GID)
-			if err != nil && !(errors.Is(err, syscall.EPERM) && os.Geteuid() != 0) {
-				return fmt.Errorf("cannot set owner of %s to %d:%d: %w", p, f.UID, f.GID, err)
+			if err := fsutil.Chown(fsys, p, f.UID, f.GID); err != nil {
+				return err
 			}
 		}
 	}

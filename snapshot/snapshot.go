@@ -1,6 +1,6 @@
 // Package snapshot owns the versioned backups of the agent's managed files: creating one before
 // the first installed file changes, restoring one (automatic or manual rollback, crash recovery),
-// verifying, listing, pruning and deleting them.
+// verifying, listing and deleting them.
 //
 // On-disk layout, under Store.Dir (created 0700):
 //
@@ -29,7 +29,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -40,6 +39,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/manifest"
 )
 
 var (
@@ -56,9 +56,6 @@ const (
 	metaFile     = "meta.json"
 	manifestFile = "manifest"
 	filesDir     = "files"
-	// reservedName is the install directory's reserved entry (<install>/.sdupdate), which may hold
-	// the snapshots themselves; no managed name may run through it.
-	reservedName = ".sdupdate"
 )
 
 // FileMeta records one managed file as it was when the snapshot was taken.
@@ -178,8 +175,8 @@ func checkName(name string) error {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("%q has an empty, . or .. segment: %w", name, fsutil.ErrUnsafePath)
 		}
-		if i == 0 && seg == reservedName {
-			return fmt.Errorf("%q lies in the reserved %s directory: %w", name, reservedName, fsutil.ErrUnsafePath)
+		if i == 0 && seg == manifest.ReservedName {
+			return fmt.Errorf("%q lies in the reserved %s directory: %w", name, manifest.ReservedName, fsutil.ErrUnsafePath)
 		}
 	}
 	return nil
@@ -202,21 +199,6 @@ func cleanNames(names []string) ([]string, error) {
 	return out, nil
 }
 
-// hashFile streams path through sha256.
-func hashFile(fsys afero.Fs, p string) (sum string, size int64, err error) {
-	f, err := fsys.Open(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("cannot open %s: %w", p, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, fmt.Errorf("cannot read %s: %w", p, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
 // Create snapshots the managed files named in names that exist as regular files under
 // InstallDir; a missing name is simply not in the snapshot (Restore then removes it). A name that
 // runs through a symlink, or is not a regular file, fails Create before anything is written.
@@ -234,41 +216,32 @@ func (s *Store) Create(ctx context.Context, id, version string, manifest []byte,
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("cannot create snapshot: %w", err)
 	}
-	names, err := cleanNames(names)
+	m, err := s.create(ctx, id, version, manifest, runID, names)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
 	}
+	return m, nil
+}
+
+func (s *Store) create(ctx context.Context, id, version string, manifest []byte, runID string, names []string) (*Meta, error) {
+	// 1. Check every name; nothing is written yet.
+	names, err := cleanNames(names)
+	if err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
+		return nil, err
 	}
 	for _, n := range names {
 		if _, err := fsutil.CheckPath(s.Fs, s.InstallDir, n); err != nil {
-			return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
+			return nil, err
 		}
 	}
-
+	// 2. The snapshot's directories, then its files.
 	toSync := map[string]bool{}
-	created, err := mkdirAll(s.Fs, s.Dir, 0o700)
+	dir, err := s.makeSnapDir(id, toSync)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create snapshot directory %s: %w", s.Dir, err)
-	}
-	for _, d := range created {
-		toSync[d] = true
-		toSync[filepath.Dir(d)] = true
-	}
-
-	dir := s.snapDir(id)
-	if _, err := fsutil.Lstat(s.Fs, dir); err == nil {
-		if _, err := fsutil.Lstat(s.Fs, filepath.Join(dir, metaFile)); err == nil {
-			return nil, fmt.Errorf("cannot create snapshot %s: %w", id, ErrExists)
-		}
-		// Left by an interrupted Create of the same id: incomplete, so never used; start over.
-		if err := s.Fs.RemoveAll(dir); err != nil {
-			return nil, fmt.Errorf("cannot remove incomplete snapshot %s: %w", dir, err)
-		}
-	}
-	if err := s.Fs.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create snapshot directory %s: %w", dir, err)
+		return nil, err
 	}
 	complete := false
 	defer func() {
@@ -276,24 +249,17 @@ func (s *Store) Create(ctx context.Context, id, version string, manifest []byte,
 			_ = s.Fs.RemoveAll(dir)
 		}
 	}()
-	toSync[s.Dir] = true
-	toSync[dir] = true
-	if err := fsutil.Mkdir(s.Fs, filepath.Join(dir, filesDir), 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
-	}
-	toSync[filepath.Join(dir, filesDir)] = true
-
 	m := &Meta{ID: id, Version: version, Created: s.now().UTC(), RunID: runID, Files: []FileMeta{}}
 	for _, n := range names {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
+			return nil, err
 		}
 		fm, made, err := s.addFile(id, n)
 		for _, d := range made {
 			toSync[d] = true
 		}
 		if err != nil {
-			return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
+			return nil, err
 		}
 		if fm != nil {
 			m.Files = append(m.Files, *fm)
@@ -301,33 +267,74 @@ func (s *Store) Create(ctx context.Context, id, version string, manifest []byte,
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
+		return nil, err
 	}
-
-	if len(manifest) > 0 {
-		sum := sha256.Sum256(manifest)
-		m.ManifestSHA256 = hex.EncodeToString(sum[:])
-		if err := fsutil.WriteFileAtomic(s.Fs, filepath.Join(dir, manifestFile), manifest, 0o600); err != nil {
-			return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
-		}
-	}
-	// Files written by copy were fsynced by fsutil.CopyFile; links and new directories only
-	// exist once the directories holding them are synced.
-	if err := fsutil.SyncDirs(s.Fs, toSync); err != nil {
-		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
-	}
-	data, err := json.MarshalIndent(onDisk(m), "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("cannot encode snapshot %s: %w", id, err)
-	}
-	if err := fsutil.WriteFileAtomic(s.Fs, filepath.Join(dir, metaFile), append(data, '\n'), 0o600); err != nil {
-		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
+	// 3 and 4. The manifest, the directories, and meta.json last.
+	if err := s.seal(m, manifest, toSync); err != nil {
+		return nil, err
 	}
 	complete = true
 	if len(manifest) > 0 {
 		m.Manifest = append(json.RawMessage(nil), manifest...)
 	}
 	return m, nil
+}
+
+// makeSnapDir makes Dir (as needed) and Dir/<id>/files/, empty, and marks in toSync every
+// directory whose entries it changed. A directory of the same id left by an interrupted Create
+// is incomplete, so never used: it is started over.
+func (s *Store) makeSnapDir(id string, toSync map[string]bool) (string, error) {
+	created, err := fsutil.MkdirAll(s.Fs, s.Dir, 0o700)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range created {
+		toSync[d] = true
+		toSync[filepath.Dir(d)] = true
+	}
+	dir := s.snapDir(id)
+	if _, err := fsutil.Lstat(s.Fs, dir); err == nil {
+		if _, err := fsutil.Lstat(s.Fs, filepath.Join(dir, metaFile)); err == nil {
+			return "", ErrExists
+		}
+		if err := s.Fs.RemoveAll(dir); err != nil {
+			return "", fmt.Errorf("cannot remove the incomplete %s: %w", dir, err)
+		}
+	}
+	if err := s.Fs.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("cannot create directory %s: %w", dir, err)
+	}
+	toSync[s.Dir] = true
+	toSync[dir] = true
+	if err := fsutil.Mkdir(s.Fs, filepath.Join(dir, filesDir), 0o700); err != nil {
+		_ = s.Fs.RemoveAll(dir)
+		return "", err
+	}
+	toSync[filepath.Join(dir, filesDir)] = true
+	return dir, nil
+}
+
+// seal makes snapshot m complete: the manifest's exact bytes (fsynced), every directory in
+// toSync, then meta.json, atomically.
+func (s *Store) seal(m *Meta, manifest []byte, toSync map[string]bool) error {
+	dir := s.snapDir(m.ID)
+	if len(manifest) > 0 {
+		sum := sha256.Sum256(manifest)
+		m.ManifestSHA256 = hex.EncodeToString(sum[:])
+		if err := fsutil.WriteFileAtomic(s.Fs, filepath.Join(dir, manifestFile), manifest, 0o600); err != nil {
+			return err
+		}
+	}
+	// Files written by copy were fsynced by fsutil.CopyFile; links and new directories only
+	// exist once the directories holding them are synced.
+	if err := fsutil.SyncDirs(s.Fs, toSync); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(onDisk(m), "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot encode its meta.json: %w", err)
+	}
+	return fsutil.WriteFileAtomic(s.Fs, filepath.Join(dir, metaFile), append(data, '\n'), 0o600)
 }
 
 // addFile puts one installed file into snapshot id. It returns nil when the file does not exist,
@@ -351,7 +358,7 @@ func (s *Store) addFile(id, name string) (*FileMeta, []string, error) {
 		return nil, made, err
 	}
 	// Hash what the snapshot holds, not what the install held a moment ago.
-	sum, size, err := hashFile(s.Fs, dst)
+	sum, size, err := fsutil.HashFile(s.Fs, dst)
 	if err != nil {
 		return nil, made, err
 	}
@@ -367,32 +374,6 @@ func onDisk(m *Meta) *Meta {
 	c := *m
 	c.Manifest = nil
 	return &c
-}
-
-// mkdirAll makes dir and any missing parents with perm, returning the directories it created so
-// that they (and their parents) can be synced. dir is our own state path: a symlink on the way
-// is the operator's choice and is followed.
-func mkdirAll(fsys afero.Fs, dir string, perm os.FileMode) ([]string, error) {
-	var missing []string
-	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
-		if _, err := fsys.Stat(p); err == nil {
-			break
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("cannot inspect %s: %w", p, err)
-		}
-		missing = append(missing, p)
-		if filepath.Dir(p) == p {
-			break
-		}
-	}
-	var created []string
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := fsutil.Mkdir(fsys, missing[i], perm); err != nil {
-			return created, err
-		}
-		created = append(created, missing[i])
-	}
-	return created, nil
 }
 
 // readMeta loads Dir/<id>/meta.json. It returns an error wrapping os.ErrNotExist when the
@@ -539,7 +520,7 @@ func (s *Store) verifyFiles(ctx context.Context, m *Meta) error {
 			problems = append(problems, f.Name+" is not a regular file")
 			continue
 		}
-		sum, size, err := hashFile(s.Fs, p)
+		sum, size, err := fsutil.HashFile(s.Fs, p)
 		if err != nil {
 			return fmt.Errorf("cannot verify snapshot %s: %w", m.ID, err)
 		}
@@ -583,39 +564,6 @@ func (s *Store) Delete(id string) error {
 		return fmt.Errorf("cannot delete snapshot %s: %w", id, err)
 	}
 	return nil
-}
-
-// Prune keeps the newest keep complete snapshots plus every protected id, and deletes the other
-// complete ones (incomplete ones are Cleanup's). It tries every deletion, returns the ids it
-// removed, and reports each one it could not remove. When a snapshot cannot be read, Prune
-// deletes nothing: it cannot tell which ones are the newest.
-func (s *Store) Prune(keep int, protect ...string) (removed []string, err error) {
-	if keep < 0 {
-		return nil, fmt.Errorf("cannot prune snapshots: keep is %d, it must be 0 or more", keep)
-	}
-	list, err := s.List()
-	if err != nil {
-		return nil, fmt.Errorf("cannot prune snapshots: %w", err)
-	}
-	protected := make(map[string]bool, len(protect))
-	for _, id := range protect {
-		protected[id] = true
-	}
-	var errs []error
-	for i, m := range list {
-		if i < keep || protected[m.ID] {
-			continue
-		}
-		if err := s.Delete(m.ID); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		removed = append(removed, m.ID)
-	}
-	if len(errs) > 0 {
-		return removed, fmt.Errorf("cannot prune every old snapshot: %w", errors.Join(errs...))
-	}
-	return removed, nil
 }
 
 // Cleanup removes incomplete snapshots (a directory without meta.json), the garbage of a crash

@@ -405,67 +405,7 @@ func TestCreateExistingID(t *testing.T) {
 	}
 }
 
-func TestPrune(t *testing.T) {
-	e := newEnv(t, afero.NewMemMapFs(), "/")
-	e.installV1(t)
-	var ids []string // oldest first
-	for i := 0; i < 5; i++ {
-		m, err := e.store.Create(context.Background(), NewID(time.Now(), "1.0.0"), "1.0.0", nil, "", v1Names)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, m.ID)
-	}
-	listed := func() []string {
-		list, err := e.store.List()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, m := range list {
-			out = append(out, m.ID)
-		}
-		return out
-	}
-	if got := strings.Join(listed(), " "); got != strings.Join([]string{ids[4], ids[3], ids[2], ids[1], ids[0]}, " ") {
-		t.Fatalf("List order %s, want newest first", got)
-	}
-
-	if _, err := e.store.Prune(-1); err == nil {
-		t.Fatal("Prune(-1) succeeded")
-	}
-	removed, err := e.store.Prune(2, ids[0], "no-such-id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Join(removed, " ") != ids[2]+" "+ids[1] {
-		t.Fatalf("Prune removed %v, want %s and %s", removed, ids[2], ids[1])
-	}
-	if got := strings.Join(listed(), " "); got != strings.Join([]string{ids[4], ids[3], ids[0]}, " ") {
-		t.Fatalf("after Prune: %s", got)
-	}
-
-	// A deletion that fails is reported; the others still happen.
-	failing := *e.store
-	failing.Fs = &hookFs{Fs: e.fs, hook: func(op, name string) error {
-		if op == "remove" && strings.Contains(name, ids[3]) {
-			return os.ErrPermission
-		}
-		return nil
-	}}
-	removed, err = failing.Prune(0, ids[4])
-	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), ids[3]) {
-		t.Fatalf("Prune with a failing delete = %v", err)
-	}
-	if len(removed) != 1 || removed[0] != ids[0] {
-		t.Fatalf("Prune with a failing delete removed %v, want [%s]", removed, ids[0])
-	}
-	if got := strings.Join(listed(), " "); got != ids[4]+" "+ids[3] {
-		t.Fatalf("after the failing Prune: %s", got)
-	}
-}
-
-func TestPruneRefusesWhenASnapshotIsUnreadable(t *testing.T) {
+func TestListReportsAnUnreadableSnapshot(t *testing.T) {
 	e := newEnv(t, afero.NewMemMapFs(), "/")
 	e.installV1(t)
 	var ids []string
@@ -485,9 +425,6 @@ func TestPruneRefusesWhenASnapshotIsUnreadable(t *testing.T) {
 	}
 	if len(list) != 1 || list[0].ID != ids[0] {
 		t.Fatalf("List returned %+v, want the readable snapshot", list)
-	}
-	if removed, err := e.store.Prune(0); err == nil || len(removed) != 0 {
-		t.Fatalf("Prune = %v, %v; want a refusal that removes nothing", removed, err)
 	}
 	if _, err := e.store.Get(ids[1]); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Get = %v, want ErrCorrupt", err)

@@ -125,7 +125,7 @@ func (g *Gate) RestartAndWait(ctx context.Context) error {
 			return err
 		}
 	}
-	g.log().WithField(logging.FieldPhase, "restart").Infof("%s is up", unit)
+	g.log().WithField(logging.FieldPhase, logging.PhaseRestart).Infof("%s is up", unit)
 	return nil
 }
 
@@ -133,7 +133,7 @@ func (g *Gate) RestartAndWait(ctx context.Context) error {
 func (g *Gate) restart(ctx context.Context, unit string) error {
 	timeout := g.startTimeout()
 	g.notify("Restarting " + unit)
-	g.log().WithField(logging.FieldPhase, "restart").Infof("restarting %s", unit)
+	g.log().WithField(logging.FieldPhase, logging.PhaseRestart).Infof("restarting %s", unit)
 
 	jobCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -182,7 +182,7 @@ func (g *Gate) restart(ctx context.Context, unit string) error {
 // InvocationID, so nothing is missed, and polling needs no subscription to get wrong.
 func (g *Gate) settle(ctx context.Context, unit string) error {
 	g.notify(fmt.Sprintf("Waiting %s for %s to settle", fmtDuration(g.Settle), unit))
-	g.log().WithField(logging.FieldPhase, "restart").
+	g.log().WithField(logging.FieldPhase, logging.PhaseRestart).
 		Infof("watching %s for %s", unit, fmtDuration(g.Settle))
 
 	first, err := g.settleRead(ctx, unit)
@@ -286,7 +286,7 @@ func changed(base, cur props) string {
 func (g *Gate) health(ctx context.Context, unit string) error {
 	timeout := g.startTimeout()
 	g.notify("Running health command for " + unit)
-	log := g.log().WithField(logging.FieldPhase, "health")
+	log := g.log().WithField(logging.FieldPhase, logging.PhaseHealth)
 	log.WithField("command", g.HealthCommand).Info("running health command")
 
 	hctx, cancel := context.WithTimeout(ctx, timeout)

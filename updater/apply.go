@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 
 	"github.com/sdupdate/sdupdate/fsutil"
 )
@@ -47,27 +46,16 @@ func (e *Engine) apply(l *layout, rec *Record) error {
 		touched[dir] = true
 	}
 	for _, op := range rec.Ops {
-		if op.Remove {
-			e.removeEmptyParents(l.install, filepath.Join(l.install, filepath.FromSlash(op.Name)), touched)
+		if !op.Remove {
+			continue
+		}
+		// A directory holding anything, even an untracked file, stays. One that cannot be
+		// removed stays too: the tree is the new one either way.
+		if err := fsutil.RemoveEmptyParents(e.Fs, l.install, op.Name, nil, touched); err != nil {
+			e.Log.WithError(err).Warnf("cannot remove the directories %q leaves empty", op.Name)
 		}
 	}
 	return fsutil.SyncDirs(e.Fs, touched)
-}
-
-// removeEmptyParents removes the directories a removed file leaves empty, up to root. A
-// directory holding anything, even an untracked file, stays.
-func (e *Engine) removeEmptyParents(root, path string, touched map[string]bool) {
-	for dir := filepath.Dir(path); dir != root && strings.HasPrefix(dir, root+string(filepath.Separator)); dir = filepath.Dir(dir) {
-		entries, err := readDirNames(e, dir)
-		if err != nil || len(entries) > 0 {
-			return
-		}
-		if err := e.Fs.Remove(dir); err != nil {
-			return
-		}
-		delete(touched, dir)
-		touched[filepath.Dir(dir)] = true
-	}
 }
 
 func readDirNames(e *Engine, dir string) ([]string, error) {

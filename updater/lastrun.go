@@ -21,6 +21,12 @@ const (
 	OutcomeRollbackFailed = "rollback-failed"
 )
 
+// Outcomes of a Result that are never a last run's.
+const (
+	OutcomeDryRun      = "dry-run"     // update --dry-run: planned, nothing changed
+	OutcomeInterrupted = "interrupted" // a signal stopped the watch of the restarted agent; recovery finishes it
+)
+
 // LastRun is the outcome of the last run that could change the install.
 type LastRun struct {
 	RunID    string    `json:"run_id"`

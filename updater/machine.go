@@ -32,13 +32,13 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 			next := PhaseRestarting
 			switch {
 			case e.Agent == nil:
-				log.WithField(logging.FieldPhase, "restart").Infof("version %s is installed; Unit= is empty, so restart the agent yourself", rec.To)
+				log.WithField(logging.FieldPhase, logging.PhaseRestart).Infof("version %s is installed; Unit= is empty, so restart the agent yourself", rec.To)
 				next, rec.Outcome = PhaseDone, OutcomeUpdated
 			case len(rec.Ops) == 0:
-				log.WithField(logging.FieldPhase, "restart").Infof("no file changed, so %s was not restarted", e.Config.Unit)
+				log.WithField(logging.FieldPhase, logging.PhaseRestart).Infof("no file changed, so %s was not restarted", e.Config.Unit)
 				next, rec.Outcome = PhaseDone, OutcomeUpdated
 			case !rec.UnitWasActive:
-				log.WithField(logging.FieldPhase, "restart").Infof("agent unit %s was not active before the update, so it was left stopped; start it when you are ready", e.Config.Unit)
+				log.WithField(logging.FieldPhase, logging.PhaseRestart).Infof("agent unit %s was not active before the update, so it was left stopped; start it when you are ready", e.Config.Unit)
 				next, rec.Outcome = PhaseDone, OutcomeUpdated
 			default:
 				rec.Restarted = true
@@ -50,7 +50,7 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 		case PhaseRestarting, PhaseRollbackRestarting:
 			rollingBack := rec.Phase == PhaseRollbackRestarting
 			e.notify(fmt.Sprintf("waiting for %s to come up", e.Config.Unit))
-			log.WithField(logging.FieldPhase, "restart").Debugf("handing %s to the restart gate", e.Config.Unit)
+			log.WithField(logging.FieldPhase, logging.PhaseRestart).Debugf("handing %s to the restart gate", e.Config.Unit)
 			err := e.Agent.RestartAndWait(ctx, log)
 			if ctx.Err() != nil {
 				return e.interrupted(log, rec)
@@ -65,7 +65,7 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 				rec.Outcome = OutcomeRollbackFailed
 			default:
 				rec.Reason = joinReason(rec.Reason, err.Error())
-				log.WithFields(logrus.Fields{logging.FieldPhase: "health", logging.FieldReason: err.Error()}).
+				log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseHealth, logging.FieldReason: err.Error()}).
 					Errorf("version %s did not come up: %v; rolling back to %s", rec.To, err, DisplayVersion(rec.From))
 			}
 			next := PhaseDone
@@ -100,9 +100,9 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 			case rec.Kind == KindRollback:
 				rec.Outcome = OutcomeRolledBack
 				if e.Agent != nil {
-					log.WithField(logging.FieldPhase, "rollback").Infof("agent unit %s was not active, so it was left stopped", e.Config.Unit)
+					log.WithField(logging.FieldPhase, logging.PhaseRollback).Infof("agent unit %s was not active, so it was left stopped", e.Config.Unit)
 				} else {
-					log.WithField(logging.FieldPhase, "rollback").Info("Unit= is empty, so restart the agent yourself")
+					log.WithField(logging.FieldPhase, logging.PhaseRollback).Info("Unit= is empty, so restart the agent yourself")
 				}
 			default:
 				// The agent was never restarted into the new files, so it still runs the old
@@ -151,7 +151,7 @@ func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec 
 	if err := e.setInstalled(l, raw); err != nil {
 		return err
 	}
-	log.WithFields(logrus.Fields{logging.FieldPhase: "rollback", logging.FieldSnapshot: rec.Snapshot}).
+	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldSnapshot: rec.Snapshot}).
 		Infof("restored snapshot %s (version %s, %d files)", rec.Snapshot, DisplayVersion(meta.Version), len(meta.Files))
 	return nil
 }
@@ -167,14 +167,14 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 	var err error
 	switch rec.Outcome {
 	case OutcomeUpdated:
-		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "health", logging.MsgUpdated
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = logging.PhaseHealth, logging.MsgUpdated
 		msg := fmt.Sprintf("updated %s -> %s", DisplayVersion(rec.From), rec.To)
 		if rec.Restarted {
 			msg += fmt.Sprintf("; %s restarted and healthy", e.Config.Unit)
 		}
 		log.WithFields(fields).Info(msg)
 	case OutcomeRolledBack:
-		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgRolledBack
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = logging.PhaseRollback, logging.MsgRolledBack
 		if rec.Kind == KindRollback {
 			log.WithFields(fields).Infof("rolled back from %s to %s (snapshot %s)", DisplayVersion(rec.From), DisplayVersion(rec.To), rec.Snapshot)
 		} else {
@@ -182,12 +182,12 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 			err = withCode(CodeRolledBack, fmt.Errorf("version %s failed to come up and was rolled back; %s is running: %s", rec.To, DisplayVersion(rec.From), rec.Reason))
 		}
 	case OutcomeFailed:
-		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgFailed
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = logging.PhaseRollback, logging.MsgFailed
 		log.WithFields(fields).Errorf("update failed, install unchanged: %s", rec.Reason)
 		err = withCode(CodeFailed, fmt.Errorf("update to %s failed, install unchanged: %s", rec.To, rec.Reason))
 	default:
 		rec.Outcome, res.Outcome = OutcomeRollbackFailed, OutcomeRollbackFailed
-		fields[logging.FieldPhase], fields[logging.FieldMessageID] = "rollback", logging.MsgRollbackFailed
+		fields[logging.FieldPhase], fields[logging.FieldMessageID] = logging.PhaseRollback, logging.MsgRollbackFailed
 		log.WithFields(fields).Errorf("rollback failed, operator needed: %s", rec.Reason)
 		err = withCode(CodeOperator, fmt.Errorf("rollback failed, operator needed: %s (see `sdupdate status` and `journalctl SDUPDATE_RUN_ID=%s`)", rec.Reason, rec.RunID))
 	}
@@ -202,7 +202,7 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 		if removed, perr := e.pruneSnapshots(l, e.Config.KeepSnapshots, rec.Snapshot); perr != nil {
 			log.WithError(perr).Warn("cannot prune old snapshots")
 		} else if len(removed) > 0 {
-			log.WithField(logging.FieldPhase, "snapshot").Debugf("pruned snapshots %v", removed)
+			log.WithField(logging.FieldPhase, logging.PhaseSnapshot).Debugf("pruned snapshots %v", removed)
 		}
 	}
 	if rec.StagingDir != "" {
@@ -229,8 +229,8 @@ func (e *Engine) stuck(log *logrus.Entry, l *layout, rec *Record, err error) (*R
 // ExecStopPost= runs `sdupdate recover` at once, which finishes the watch or restores the old
 // version.
 func (e *Engine) interrupted(log *logrus.Entry, rec *Record) (*Result, error) {
-	log.WithField(logging.FieldPhase, "restart").Warnf("interrupted while %s was being watched; `sdupdate recover` finishes the check or restores %s", e.Config.Unit, DisplayVersion(rec.From))
-	return &Result{RunID: rec.RunID, Outcome: "interrupted", From: rec.From, To: rec.To, Snapshot: rec.Snapshot},
+	log.WithField(logging.FieldPhase, logging.PhaseRestart).Warnf("interrupted while %s was being watched; `sdupdate recover` finishes the check or restores %s", e.Config.Unit, DisplayVersion(rec.From))
+	return &Result{RunID: rec.RunID, Outcome: OutcomeInterrupted, From: rec.From, To: rec.To, Snapshot: rec.Snapshot},
 		withCode(CodeFailed, fmt.Errorf("%w while %s was being watched; run `sdupdate recover` to finish", ErrInterrupted, e.Config.Unit))
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/fetch"
+	"github.com/sdupdate/sdupdate/fsutil"
 )
 
 // Partial downloads. A file of at least resumeMin bytes is fetched into a place of its own,
@@ -85,21 +86,21 @@ func isSHA256(s string) bool {
 
 // fetchResumable is fetchTo for a change marked Resume: it continues the partial file of the
 // change's content, verifies it whole and renames it to staged.
-func (e *Engine) fetchResumable(ctx context.Context, url, staged string, c *Change, progress Progress) error {
-	dir := e.lay.partialDir()
+func (e *Engine) fetchResumable(ctx context.Context, l *layout, url, staged string, c *Change, progress Progress) (verified, error) {
+	dir := l.partialDir()
 	if err := e.Fs.MkdirAll(dir, 0o700); err != nil {
-		return &localError{fmt.Errorf("cannot create %s: %w", dir, err)}
+		return verified{}, &localError{fmt.Errorf("cannot create %s: %w", dir, err)}
 	}
 	path := filepath.Join(dir, c.File.SHA256)
 	out, err := e.Fs.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return &localError{fmt.Errorf("cannot open partial download %s: %w", path, err)}
+		return verified{}, &localError{fmt.Errorf("cannot open partial download %s: %w", path, err)}
 	}
 	hs := sha256.New()
 	have, err := e.resumePoint(out, hs, c.File.Size)
 	if err != nil {
 		out.Close()
-		return err
+		return verified{}, err
 	}
 	if progress != nil {
 		progress.Add(have)
@@ -107,22 +108,22 @@ func (e *Engine) fetchResumable(ctx context.Context, url, staged string, c *Chan
 	if have < c.File.Size {
 		if have, err = e.fetchRest(ctx, url, path, out, hs, have, c.File.Size, progress); err != nil {
 			out.Close()
-			return err
+			return verified{}, err
 		}
 	}
 	if got := hex.EncodeToString(hs.Sum(nil)); have != c.File.Size || got != c.File.SHA256 {
 		out.Close()
 		e.dropPartial(path)
-		return &mismatchError{name: c.File.Name, url: url, msg: fmt.Sprintf("got %d bytes with sha256 %s, the manifest says %d bytes with sha256 %s", have, got, c.File.Size, c.File.SHA256)}
+		return verified{}, &mismatchError{name: c.File.Name, url: url, msg: fmt.Sprintf("got %d bytes with sha256 %s, the manifest says %d bytes with sha256 %s", have, got, c.File.Size, c.File.SHA256)}
 	}
-	if err := e.finishStaged(out, path, c); err != nil {
-		return err
+	if err := fsutil.Commit(e.Fs, out, path, stagedAttrs(c)); err != nil {
+		return verified{}, &localError{err}
 	}
 	if err := e.Fs.Rename(path, staged); err != nil {
-		return &localError{fmt.Errorf("cannot move %s to %s: %w", path, staged, err)}
+		return verified{}, &localError{fmt.Errorf("cannot move %s to %s: %w", path, staged, err)}
 	}
 	_ = e.Fs.Remove(path + etagSuffix)
-	return nil
+	return verified{sha256: c.File.SHA256, size: have}, nil
 }
 
 // resumePoint hashes the bytes a partial file already holds and returns their count; a file

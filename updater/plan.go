@@ -66,9 +66,6 @@ func (p *Plan) DownloadBytes() (bytes int64, files int) {
 	return bytes, files
 }
 
-// Empty reports whether the update writes nothing.
-func (p *Plan) Empty() bool { return len(p.Changes) == 0 && len(p.Removes) == 0 }
-
 type installedFile struct {
 	sha256, md5 string
 	size        int64

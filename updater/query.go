@@ -208,7 +208,7 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 		res.FilesChanged, res.FilesRemoved = add+change, remove
 		res.BytesToDownload, _ = p.DownloadBytes()
 	}
-	log.WithField(logging.FieldPhase, "check").Debugf("installed %s, available %s", DisplayVersion(res.Installed), res.Available)
+	log.WithField(logging.FieldPhase, logging.PhaseCheck).Debugf("installed %s, available %s", DisplayVersion(res.Installed), res.Available)
 	return res, nil
 }
 

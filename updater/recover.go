@@ -44,7 +44,7 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 		return nil, nil
 	}
 	log := e.runLog(rec.RunID)
-	rlog := log.WithFields(logrus.Fields{logging.FieldPhase: "recover", logging.FieldFrom: DisplayVersion(rec.From), logging.FieldTo: DisplayVersion(rec.To)})
+	rlog := log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRecover, logging.FieldFrom: DisplayVersion(rec.From), logging.FieldTo: DisplayVersion(rec.To)})
 	rec.RecoverAttempts++
 	if rec.RecoverAttempts > maxRecoverAttempts {
 		err := fmt.Errorf("run %s (%s %s -> %s) is stuck in phase %s after %d recovery attempts; operator needed: inspect %s, `sdupdate status` and `journalctl SDUPDATE_RUN_ID=%s`",
@@ -74,7 +74,10 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 		res, err = e.run(ctx, log, l, rec, rec.Phase)
 	}
 	e.cleanupStale(l, nil)
-	if ExitCode(err) == CodeOperator || ExitCode(err) == CodeFailed && res != nil && res.Outcome == "interrupted" {
+	// An operator is needed, or a signal stopped the recovery itself: that is this command's
+	// outcome, not the interrupted run's.
+	interrupted := ExitCode(err) == CodeFailed && res != nil && res.Outcome == OutcomeInterrupted
+	if ExitCode(err) == CodeOperator || interrupted {
 		return res, err
 	}
 	if res != nil {

@@ -43,7 +43,7 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 	}
 	runID := e.runID()
 	log := e.runLog(runID)
-	log.WithFields(logrus.Fields{logging.FieldPhase: "rollback", logging.FieldFrom: DisplayVersion(versionOf(installed)), logging.FieldTo: DisplayVersion(meta.Version), logging.FieldSnapshot: meta.ID}).
+	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldFrom: DisplayVersion(versionOf(installed)), logging.FieldTo: DisplayVersion(meta.Version), logging.FieldSnapshot: meta.ID}).
 		Infof("rolling back from %s to %s (snapshot %s)", DisplayVersion(versionOf(installed)), DisplayVersion(meta.Version), meta.ID)
 	// Checks first: a damaged snapshot or a symlink in the way refuses the rollback before any
 	// file changes.

@@ -31,7 +31,7 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 	// shown is what messages name: a ManifestURL may carry a password (basic auth), and
 	// messages end up in the journal and in `status`.
 	shown := fetch.Redact(c.ManifestURL)
-	log = log.WithField(logging.FieldPhase, "check")
+	log = log.WithField(logging.FieldPhase, logging.PhaseCheck)
 	raw, err := e.Fetcher.Get(ctx, c.ManifestURL, manifest.MaxSize)
 	if err != nil {
 		return nil, err // names the URL and the cause already

@@ -52,7 +52,7 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 	}
 	from := versionOf(installed)
 	res := &Result{RunID: runID, From: from}
-	fail := func(phase string, err error) (*Result, error) {
+	fail := func(phase logging.Phase, err error) (*Result, error) {
 		res.Outcome, res.Reason = OutcomeFailed, err.Error()
 		log.WithFields(logrus.Fields{
 			logging.FieldPhase: phase, logging.FieldMessageID: logging.MsgFailed,
@@ -67,47 +67,47 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		return res, err
 	}
 
-	log.WithFields(logrus.Fields{logging.FieldPhase: "check", logging.FieldFrom: DisplayVersion(from)}).
+	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseCheck, logging.FieldFrom: DisplayVersion(from)}).
 		Infof("installed version %s; checking %s", DisplayVersion(from), fetch.Redact(e.Config.ManifestURL))
 	e.notify("fetching manifest")
 	f, err := e.fetchManifest(ctx, log)
 	if err != nil {
-		return fail("check", err)
+		return fail(logging.PhaseCheck, err)
 	}
 	res.To = f.m.Version
 	cmp, err := compareVersions(from, f.m.Version)
 	if err != nil {
-		return fail("check", err)
+		return fail(logging.PhaseCheck, err)
 	}
 	switch {
 	case cmp == 0 && !opts.Repair:
 		res.Outcome = OutcomeUpToDate
-		log.WithFields(logrus.Fields{logging.FieldPhase: "check", logging.FieldMessageID: logging.MsgUpToDate, logging.FieldFrom: from, logging.FieldTo: f.m.Version}).
+		log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseCheck, logging.FieldMessageID: logging.MsgUpToDate, logging.FieldFrom: from, logging.FieldTo: f.m.Version}).
 			Infof("already up to date (version %s)", from)
 		if !opts.DryRun {
 			e.recordLastRun(l, &LastRun{RunID: runID, Command: KindUpdate, Result: OutcomeUpToDate, From: from, To: from, Started: started})
 		}
 		return res, nil
 	case cmp < 0 && !opts.AllowDowngrade:
-		return fail("check", fmt.Errorf("refusing to downgrade from %s to %s: the server offers an older version (a replayed manifest?); use --allow-downgrade if you mean it", from, f.m.Version))
+		return fail(logging.PhaseCheck, fmt.Errorf("refusing to downgrade from %s to %s: the server offers an older version (a replayed manifest?); use --allow-downgrade if you mean it", from, f.m.Version))
 	case cmp < 0:
-		log.WithField(logging.FieldPhase, "check").Warnf("downgrading from %s to %s (--allow-downgrade)", from, f.m.Version)
+		log.WithField(logging.FieldPhase, logging.PhaseCheck).Warnf("downgrading from %s to %s (--allow-downgrade)", from, f.m.Version)
 	}
 	p, err := e.plan(ctx, l, f.m, installed)
 	if err != nil {
-		return fail("check", err)
+		return fail(logging.PhaseCheck, err)
 	}
 	res.Plan = p
 	if opts.DryRun {
 		PrintPlan(e.out(), p)
-		res.Outcome = "dry-run"
+		res.Outcome = OutcomeDryRun
 		return res, nil
 	}
 	bytes, files := p.DownloadBytes()
-	log.WithFields(logrus.Fields{logging.FieldPhase: "download", logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
+	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseDownload, logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
 		Infof("update started: %s -> %s, %d files to download (%s), %d to remove", DisplayVersion(from), p.To, files, HumanBytes(bytes), len(p.Removes))
 	if err := e.checkSpace(l, bytes-e.preparePartials(l, p)); err != nil {
-		return fail("download", err)
+		return fail(logging.PhaseDownload, err)
 	}
 
 	rec := &Record{
@@ -122,9 +122,9 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 	}
 	j := e.journal(l)
 	if err := j.save(rec); err != nil {
-		return fail("download", err)
+		return fail(logging.PhaseDownload, err)
 	}
-	abort := func(phase string, err error) (*Result, error) {
+	abort := func(phase logging.Phase, err error) (*Result, error) {
 		if cerr := e.abortBeforeApply(l, rec); cerr != nil {
 			log.WithError(cerr).Warn("cleanup after failure incomplete; the next command finishes it")
 		}
@@ -133,57 +133,58 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		}
 		return fail(phase, err)
 	}
-	if err := e.stageAll(ctx, log, rec, f, p); err != nil {
-		return abort("download", err)
+	got, err := e.stageAll(ctx, log, l, rec, f, p)
+	if err != nil {
+		return abort(logging.PhaseDownload, err)
 	}
-	resolveVerified(p)
+	resolveVerified(p, got)
 	newRaw, err := p.Resolved.Marshal()
 	if err != nil {
-		return abort("download", fmt.Errorf("cannot encode the new manifest: %w", err))
+		return abort(logging.PhaseDownload, fmt.Errorf("cannot encode the new manifest: %w", err))
 	}
 	rec.NewManifest = newRaw
 	if err := j.setPhase(rec, PhaseStaged); err != nil {
-		return abort("download", err)
+		return abort(logging.PhaseDownload, err)
 	}
 	if ctx.Err() != nil {
-		return abort("download", ctx.Err())
+		return abort(logging.PhaseDownload, ctx.Err())
 	}
 
 	if e.Agent != nil {
 		active, err := e.Agent.Active(ctx)
 		if err != nil {
-			return abort("restart", fmt.Errorf("cannot tell whether the agent unit %s is running (set Unit= empty to restart it yourself): %w", e.Config.Unit, err))
+			return abort(logging.PhaseRestart, fmt.Errorf("cannot tell whether the agent unit %s is running (set Unit= empty to restart it yourself): %w", e.Config.Unit, err))
 		}
 		rec.UnitWasActive = active
 	}
 
 	rec.Snapshot = snapshot.NewID(e.now(), from)
 	if err := j.setPhase(rec, PhaseSnapshotting); err != nil {
-		return abort("snapshot", err)
+		return abort(logging.PhaseSnapshot, err)
 	}
 	e.notify("taking snapshot")
 	store := e.storeAt(l, l.snapshots)
 	if _, err := store.Create(ctx, rec.Snapshot, from, installedRaw, runID, managedNames(installed, f.m)); err != nil {
-		return abort("snapshot", fmt.Errorf("cannot snapshot the install before changing it: %w", err))
+		return abort(logging.PhaseSnapshot, fmt.Errorf("cannot snapshot the install before changing it: %w", err))
 	}
-	log.WithFields(logrus.Fields{logging.FieldPhase: "snapshot", logging.FieldSnapshot: rec.Snapshot}).Infof("snapshot %s taken", rec.Snapshot)
+	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseSnapshot, logging.FieldSnapshot: rec.Snapshot}).Infof("snapshot %s taken", rec.Snapshot)
 	if err := j.setPhase(rec, PhaseSnapshotted); err != nil {
-		return abort("snapshot", err)
+		return abort(logging.PhaseSnapshot, err)
 	}
 	if ctx.Err() != nil {
-		return abort("snapshot", ctx.Err())
+		return abort(logging.PhaseSnapshot, ctx.Err())
 	}
 
 	// Point of no return: from the journal write below on, installed files change, and a
 	// failure or crash is undone by restoring the snapshot.
 	if err := j.setPhase(rec, PhaseApplying); err != nil {
-		return abort("apply", err)
+		return abort(logging.PhaseApply, err)
 	}
 	e.notify("applying")
 	rec.Restarted = false
 	if err := e.apply(l, rec); err != nil {
 		rec.Reason = fmt.Sprintf("apply failed: %v", err)
-		log.WithFields(logrus.Fields{logging.FieldPhase: "apply", logging.FieldReason: rec.Reason}).Error("apply failed; restoring the snapshot")
+		log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseApply, logging.FieldReason: rec.Reason}).Error("apply failed; restoring the snapshot")
 		return e.run(ctx, log, l, rec, PhaseRollingBack)
 	}
 	if err := e.setInstalled(l, newRaw); err != nil {
@@ -194,7 +195,7 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		rec.Reason = fmt.Sprintf("apply failed: %v", err)
 		return e.run(ctx, log, l, rec, PhaseRollingBack)
 	}
-	log.WithFields(logrus.Fields{logging.FieldPhase: "apply", logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
+	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseApply, logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
 		Infof("version %s in place (%d files written, %d removed)", p.To, len(p.Changes), len(p.Removes))
 	if e.HookApplied != nil {
 		e.HookApplied(rec)
@@ -208,16 +209,17 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 	return e.run(ctx, log, l, rec, PhaseApplied)
 }
 
-// resolveVerified records in the new manifest what was verified: legacy (md5) entries get the
-// sha256 and size of the bytes staged, so the installed manifest is always in the sha256 form.
-func resolveVerified(p *Plan) {
+// resolveVerified records in the new manifest what was verified (got, in the order of
+// p.Changes): legacy (md5) entries get the sha256 and size of the bytes staged, so the installed
+// manifest is always in the sha256 form and `verify` later uses sha256.
+func resolveVerified(p *Plan, got []verified) {
 	index := make(map[string]int, len(p.Resolved.Files))
 	for i, f := range p.Resolved.Files {
 		index[f.Name] = i
 	}
-	for _, c := range p.Changes {
+	for k, c := range p.Changes {
 		if i, ok := index[c.File.Name]; ok && p.Resolved.Files[i].SHA256 == "" {
-			p.Resolved.Files[i].SHA256, p.Resolved.Files[i].Size = c.File.SHA256, c.File.Size
+			p.Resolved.Files[i].SHA256, p.Resolved.Files[i].Size = got[k].sha256, got[k].size
 		}
 	}
 	p.Resolved.Legacy = false
