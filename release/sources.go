@@ -228,43 +228,24 @@ func readSmall(fsys afero.Fs, p string, size int64) ([]byte, error) {
 // writeSource writes what fill produces to objDir/<sha256>.zst, synced, and returns it as a
 // source whose URL is relative to the version directory.
 func writeSource(fsys afero.Fs, objDir string, fill func(io.Writer) error) (*manifest.Source, error) {
-	tmp, err := afero.TempFile(fsys, objDir, ".new-")
+	tmp := fsutil.TempName(objDir, "object")
+	defer fsys.Remove(tmp) // gone after the rename; removes a failed one
+	w, err := fsutil.Create(fsys, tmp)
 	if err != nil {
 		return nil, err
 	}
-	defer fsys.Remove(tmp.Name()) // gone after the rename; removes a failed one
-	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(tmp, h)}
-	if err := fill(cw); err != nil {
-		tmp.Close()
+	defer w.Close()
+	if err := fill(w); err != nil {
 		return nil, err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+	if err := w.Commit(fsutil.Attrs{Mode: 0o644}); err != nil {
 		return nil, err
 	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := fsys.Chmod(tmp.Name(), 0o644); err != nil {
-		return nil, err
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
+	sum := w.SHA256()
 	name := sum + ".zst"
 	// Named by content: a second file with the same object is the same file.
-	if err := fsys.Rename(tmp.Name(), filepath.Join(objDir, name)); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := fsys.Rename(tmp, filepath.Join(objDir, name)); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
 	}
-	return &manifest.Source{URL: SourcesDir + "/" + name, SHA256: sum, Size: cw.n}, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return &manifest.Source{URL: SourcesDir + "/" + name, SHA256: sum, Size: w.Size()}, nil
 }
