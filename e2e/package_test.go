@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -181,6 +182,12 @@ func installPackage(s *server) {
 	conf = strings.Replace(conf, "[Agent]\n", "[Agent]\nSettleSec=2\nStartTimeoutSec=10\n", 1)
 	if err := s.sb.WriteFile(fixture.ConfigFile, []byte(conf), 0o644); err != nil {
 		s.t.Fatal(err)
+	}
+	var st struct {
+		SdupdateVersion string `json:"sdupdate_version"`
+	}
+	if out := s.must("sdupdate", "status", "--json"); json.Unmarshal([]byte(out), &st) != nil || st.SdupdateVersion != packages.version {
+		s.t.Errorf("status --json: sdupdate_version %q, want the package's %q:\n%s", st.SdupdateVersion, packages.version, out)
 	}
 }
 
@@ -399,4 +406,40 @@ func (s *server) catalogIDs() map[string]bool {
 		}
 	}
 	return ids
+}
+
+// The versions packaging/build.sh makes, in the order a release history has them: each must
+// sort after the one before for dpkg and for rpm alike, or an upgrade would be refused (or a
+// dev build taken for newer than the release that followed it).
+func TestPackageVersionsOrder(t *testing.T) {
+	for _, tool := range []string{"dpkg", "rpm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing: .ci/run installs it", tool)
+			}
+			t.Skipf("%s is missing: %v", tool, err)
+		}
+	}
+	history := []string{
+		"0.0.0+dev.20261201194605.514b0004f4f9",       // before any tag
+		"0.0.0+dev.20261201194605.514b0004f4f9.dirty", // the same commit, with changes
+		"0.0.0+dev.20261202080000.0123456789ab",       // a later commit
+		"1.0.0~rc.1",                                  // tag v1.0.0-rc.1
+		"1.0.0~rc.1+dev.20261203080000.0123456789ab",  // a commit after it
+		"1.0.0", // tag v1.0.0
+		"1.0.0+dev.20261204080000.0123456789ab",
+		"1.0.0+dev.20261204080000.0123456789ab.1", // the package test's newer build
+		"1.0.1",
+		"1.10.0",
+	}
+	for i := 1; i < len(history); i++ {
+		older, newer := history[i-1], history[i]
+		if err := exec.Command("dpkg", "--compare-versions", newer, "gt", older).Run(); err != nil {
+			t.Errorf("dpkg does not order %s after %s", newer, older)
+		}
+		out, err := exec.Command("rpm", "--eval", fmt.Sprintf(`%%{lua: print(rpm.vercmp(%q, %q))}`, newer, older)).Output()
+		if err != nil || strings.TrimSpace(string(out)) != "1" {
+			t.Errorf("rpm does not order %s after %s (vercmp %q, %v)", newer, older, out, err)
+		}
+	}
 }

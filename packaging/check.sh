@@ -7,6 +7,9 @@ set -euo pipefail
 deb=${1:?usage: check.sh FILE.deb}
 here=$(dirname "$0")
 fail=0
+for tool in dpkg-deb lintian; do
+	command -v "$tool" >/dev/null || { echo "check.sh: $tool is missing (apt-get install lintian)" >&2; exit 2; }
+done
 
 # "drwxr-xr-x root/root 0 2026-12-01 19:46 ./etc/sdupdate/" → "drwxr-xr-x /etc/sdupdate/";
 # the directories every package has (/etc/, /usr/share/, ...) are left out.
