@@ -67,6 +67,9 @@ type Config struct {
 	Settle        time.Duration // SettleSec: how long the unit must stay up
 	HealthCommand string        // "" = none
 
+	// [Metrics]
+	TextfileDirectory string // "" = no metrics; else sdupdate.prom is written here after every run
+
 	// Files lists the files read, in order, for status output and messages.
 	Files []string
 }
@@ -221,7 +224,7 @@ func (st *loadState) parseFile(name string, data []byte) error {
 			// Checked at the header, so that a misspelt [Sourse] with no
 			// options in it is not silently ignored either.
 			return &Error{File: name, Line: it.line, Section: it.section,
-				Msg: "unknown section; sections are [Source], [Install] and [Agent]"}
+				Msg: "unknown section; sections are [Source], [Install], [Agent] and [Metrics]"}
 		}
 		if it.header {
 			continue
@@ -367,6 +370,10 @@ var schema = map[string]map[string]setter{
 			c.HealthCommand = v
 			return nil
 		},
+	},
+	"Metrics": {
+		// Off unless set: node_exporter's textfile directory, e.g. /var/lib/prometheus/node-exporter.
+		"TextfileDirectory": dirSetter(func(c *Config) *string { return &c.TextfileDirectory }, ""),
 	},
 }
 

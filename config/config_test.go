@@ -78,6 +78,9 @@ Unit=agent@main.service
 StartTimeoutSec=120
 SettleSec=0
 HealthCommand=/usr/bin/curl -fsS http://127.0.0.1:17123/health
+
+[Metrics]
+TextfileDirectory=/var/lib/prometheus/node-exporter/
 `})
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +101,8 @@ HealthCommand=/usr/bin/curl -fsS http://127.0.0.1:17123/health
 		Settle:           0,
 		HealthCommand:    "/usr/bin/curl -fsS http://127.0.0.1:17123/health",
 		Files:            []string{confPath},
+
+		TextfileDirectory: "/var/lib/prometheus/node-exporter",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -119,7 +124,8 @@ func TestDefaults(t *testing.T) {
 	d := Default()
 	if d.Timeout != 30*time.Second || d.Retries != 2 || d.Parallel != 4 || d.Directory != "/opt/sd-agent" ||
 		d.StateDirectory != "/var/lib/sdupdate" || d.KeepSnapshots != 3 || d.Unit != "sd-agent.service" ||
-		d.StartTimeout != 90*time.Second || d.Settle != 10*time.Second || d.HealthCommand != "" || d.AllowUnsigned {
+		d.StartTimeout != 90*time.Second || d.Settle != 10*time.Second || d.HealthCommand != "" || d.AllowUnsigned ||
+		d.TextfileDirectory != "" {
 		t.Fatalf("Default() = %+v, not the documented defaults", d)
 	}
 }
@@ -347,6 +353,10 @@ func TestValues(t *testing.T) {
 		{"[Agent]\nUnit=.service", nil, "not a unit name"},
 		{"[Agent]\nStartTimeoutSec=0", nil, "more than 0"},
 		{"[Agent]\nSettleSec=0", func(c *Config) bool { return c.Settle == 0 }, ""},
+		{"[Metrics]\nTextfileDirectory=", func(c *Config) bool { return c.TextfileDirectory == "" }, ""},
+		{"[Metrics]\nTextfileDirectory=/var/lib/prometheus/node-exporter", func(c *Config) bool { return c.TextfileDirectory == "/var/lib/prometheus/node-exporter" }, ""},
+		{"[Metrics]\nTextfileDirectory=node-exporter", nil, "not an absolute path"},
+		{"[Metrics]\nTextfile=/x", nil, "unknown key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {

@@ -90,8 +90,15 @@ func SyncDir(fsys afero.Fs, dir string) error {
 // fsynced and renamed over path, then the directory is fsynced. A reader (or a crash) sees either
 // the old content or the new, never a mix.
 func WriteFileAtomic(fsys afero.Fs, path string, data []byte, perm os.FileMode) error {
+	return WriteFileAtomicVia(fsys, path, filepath.Base(path), data, perm)
+}
+
+// WriteFileAtomicVia is WriteFileAtomic with the temporary file named TempName(dir, tempBase),
+// for a directory whose reader picks files by their name: node_exporter reads every *.prom file,
+// so a metrics file must not be written under a temporary name that also ends in .prom.
+func WriteFileAtomicVia(fsys afero.Fs, path, tempBase string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	tmp := TempName(dir, path)
+	tmp := TempName(dir, tempBase)
 	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return fmt.Errorf("cannot create %s: %w", tmp, err)

@@ -10,7 +10,8 @@
 //	├── lock                        flock held by the running command; holds its pid
 //	├── txn.json                    the journal of the run in progress (absent when none)
 //	├── installed.json              the manifest of the installed version (absent before the first update)
-//	├── last-run.json               the outcome of the last update, rollback or recovery
+//	├── last-run.json               the outcome of the last update, rollback or recovery; run totals
+//	├── last-check.json             the version `check` last saw offered (metrics)
 //	├── staging/<run-id>/NNNNN      verified downloads waiting to be renamed into place
 //	└── snapshots/<id>/             see package snapshot
 //

@@ -56,6 +56,8 @@ type Engine struct {
 	Verifier Verifier // nil: no PublicKey configured (AllowUnsigned=yes)
 	Agent    Agent    // nil: Unit= empty
 	Log      *logrus.Logger
+	// SelfVersion is sdupdate's own version, for status and metrics.
+	SelfVersion string
 	// Optional hooks.
 	Notify      func(status string)                   // sd_notify STATUS=
 	NewProgress func(files int, bytes int64) Progress // nil: no bar

@@ -61,7 +61,28 @@ func (lr *LastRun) summary() string {
 	return "rollback failed, operator needed (see sdupdate status)"
 }
 
+// lastRunFile is last-run.json: the last run, and the totals of every run recorded so far
+// (for metrics), kept in the same file so that recording a run stays one atomic write.
+type lastRunFile struct {
+	LastRun
+	Totals totals `json:"totals"`
+}
+
+// totals count recorded runs, for metrics.
+type totals struct {
+	Runs      map[string]uint64 `json:"runs"`      // by result
+	Rollbacks uint64            `json:"rollbacks"` // runs with RolledBack
+}
+
 func loadLastRun(fsys afero.Fs, path string) (*LastRun, error) {
+	f, err := loadLastRunFile(fsys, path)
+	if f == nil {
+		return nil, err
+	}
+	return &f.LastRun, nil
+}
+
+func loadLastRunFile(fsys afero.Fs, path string) (*lastRunFile, error) {
 	data, err := afero.ReadFile(fsys, path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -69,21 +90,57 @@ func loadLastRun(fsys afero.Fs, path string) (*LastRun, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, err)
 	}
-	var lr LastRun
-	if err := json.Unmarshal(data, &lr); err != nil {
+	var f lastRunFile
+	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("cannot parse %s: %w", path, err)
 	}
 	// Written before the field existed: the result tells.
-	if lr.Result == OutcomeRolledBack {
-		lr.RolledBack = true
+	if f.Result == OutcomeRolledBack {
+		f.RolledBack = true
 	}
-	return &lr, nil
+	return &f, nil
 }
 
+// saveLastRun records lr and adds it to the totals of the file it replaces. A run recorded
+// again (a failed rollback that recovery finishes later) is counted once, under its final result.
 func saveLastRun(fsys afero.Fs, path string, lr *LastRun) error {
-	data, err := json.MarshalIndent(lr, "", "  ")
+	f := &lastRunFile{LastRun: *lr}
+	prev, err := loadLastRunFile(fsys, path)
 	if err != nil {
-		return fmt.Errorf("cannot encode last run: %w", err)
+		// The outcome matters more than the totals: record it, with them started again.
+		err = fmt.Errorf("run totals start again from 0: %w", err)
 	}
-	return fsutil.WriteFileAtomic(fsys, path, data, 0o600)
+	if prev != nil {
+		f.Totals = prev.Totals
+		if prev.RunID == lr.RunID {
+			f.Totals.add(&prev.LastRun, -1)
+		}
+	}
+	f.Totals.add(lr, 1)
+	data, merr := json.MarshalIndent(f, "", "  ")
+	if merr != nil {
+		return fmt.Errorf("cannot encode last run: %w", merr)
+	}
+	if werr := fsutil.WriteFileAtomic(fsys, path, data, 0o600); werr != nil {
+		return werr
+	}
+	return err
+}
+
+// add counts lr once more (n = 1) or once less (n = -1).
+func (t *totals) add(lr *LastRun, n int) {
+	if t.Runs == nil {
+		t.Runs = map[string]uint64{}
+	}
+	step := func(v *uint64) {
+		if n > 0 || *v > 0 {
+			*v = uint64(int64(*v) + int64(n))
+		}
+	}
+	r := t.Runs[lr.Result]
+	step(&r)
+	t.Runs[lr.Result] = r
+	if lr.RolledBack {
+		step(&t.Rollbacks)
+	}
 }

@@ -82,8 +82,8 @@ type Finding struct {
 // it field by field. Every field is always present; a list is empty, never null.
 type Status struct {
 	Format          int            `json:"format"`
-	SdupdateVersion string         `json:"sdupdate_version"` // set by the caller: the engine does not know its binary
-	Version         string         `json:"version"`          // "" before the first recorded update
+	SdupdateVersion string         `json:"sdupdate_version"`
+	Version         string         `json:"version"` // "" before the first recorded update
 	Directory       string         `json:"directory"`
 	StateDirectory  string         `json:"state_directory"`
 	ManifestURL     string         `json:"manifest_url"` // without a password
@@ -107,7 +107,7 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Status{Format: StatusFormat, Directory: l.install, StateDirectory: l.state, ManifestURL: fetch.Redact(e.Config.ManifestURL),
+	st := &Status{Format: StatusFormat, SdupdateVersion: e.SelfVersion, Directory: l.install, StateDirectory: l.state, ManifestURL: fetch.Redact(e.Config.ManifestURL),
 		Unit: e.Config.Unit, ConfigFiles: append([]string{}, e.Config.Files...), Findings: []Finding{}}
 	m, _, err := e.installedManifest(l)
 	if err != nil {
@@ -198,6 +198,8 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 	if err != nil {
 		return nil, withCode(CodeFailed, err)
 	}
+	e.recordCheck(l, f.m.Version)
+	e.writeMetrics(l)
 	res := &CheckResult{Installed: versionOf(installed), Available: f.m.Version, UpdateAvailable: cmp > 0}
 	if res.UpdateAvailable {
 		p, err := e.plan(ctx, l, f.m, installed)

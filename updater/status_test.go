@@ -114,17 +114,7 @@ func TestStatusOfAnUpdateThatWasRolledBack(t *testing.T) {
 	agent := &fakeAgent{active: true}
 	e := newEngine(fsys, cfg, agent)
 	installV1(t, s, fsys, e)
-	agent.restarts = 0
-	agent.fail = func(n int) error {
-		if n == 1 {
-			return errors.New("NRestarts went 0→3 while settling")
-		}
-		return nil
-	}
-	s.publish(t, "1.1.0", v2)
-	if _, err := e.Update(context.Background(), UpdateOptions{}); ExitCode(err) != CodeRolledBack {
-		t.Fatalf("exit %d (%v), want 3", ExitCode(err), err)
-	}
+	updateThatDoesNotComeUp(t, s, e, agent)
 	st, _ := e.Status(context.Background())
 	lr := st.LastRun
 	if st.Version != "1.0.0" || lr.Result != OutcomeRolledBack || !lr.RolledBack || lr.From != "1.0.0" || lr.To != "1.1.0" || lr.Reason == "" {
@@ -154,5 +144,22 @@ func TestStatusUnitStateIsAValueEvenWhenSystemdCannotBeAsked(t *testing.T) {
 	states := []string{"active", "reloading", "inactive", "failed", "activating", "deactivating", "maintenance", "refreshing", UnitStateUnknown, UnitStateNotManaged}
 	if !slices.Contains(states, st.UnitState) {
 		t.Errorf("unit_state %q is not a value a tool can compare", st.UnitState)
+	}
+}
+
+// updateThatDoesNotComeUp publishes 1.1.0 and updates to it with an agent whose first restart
+// fails: the update must end rolled back (exit 3).
+func updateThatDoesNotComeUp(t *testing.T, s *site, e *Engine, agent *fakeAgent) {
+	t.Helper()
+	agent.restarts = 0
+	agent.fail = func(n int) error {
+		if n == 1 {
+			return errors.New("NRestarts went 0→3 while settling")
+		}
+		return nil
+	}
+	s.publish(t, "1.1.0", v2)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); ExitCode(err) != CodeRolledBack {
+		t.Fatalf("exit %d (%v), want 3", ExitCode(err), err)
 	}
 }

@@ -273,4 +273,5 @@ func (e *Engine) recordLastRun(l *layout, lr *LastRun) {
 	if err := saveLastRun(e.Fs, l.lastRun, lr); err != nil {
 		e.Log.WithError(err).Warn("cannot record the outcome for `sdupdate status`")
 	}
+	e.writeMetrics(l)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/fetch"
+	"github.com/sdupdate/sdupdate/internal/version"
 	"github.com/sdupdate/sdupdate/lock"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/sign"
@@ -41,13 +42,14 @@ func newApp(g *globalOptions) (*app, error) {
 	}
 	a := &app{g: g, cfg: cfg, log: log}
 	e := &updater.Engine{
-		Fs:        fs,
-		Config:    cfg,
-		Fetcher:   fetch.New(cfg.Timeout),
-		Log:       log,
-		Notify:    systemd.Notifier{}.Status,
-		FreeSpace: freeSpace,
-		Out:       g.stdout,
+		Fs:          fs,
+		Config:      cfg,
+		Fetcher:     fetch.New(cfg.Timeout),
+		Log:         log,
+		SelfVersion: version.String(),
+		Notify:      systemd.Notifier{}.Status,
+		FreeSpace:   freeSpace,
+		Out:         g.stdout,
 	}
 	if len(cfg.PublicKeys) > 0 {
 		v, err := sign.NewVerifier(cfg.PublicKeys)

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sdupdate/sdupdate/internal/human"
-	"github.com/sdupdate/sdupdate/internal/version"
 	"github.com/sdupdate/sdupdate/systemd"
 	"github.com/sdupdate/sdupdate/updater"
 )
@@ -34,7 +33,6 @@ func runStatus(ctx context.Context, g *globalOptions, a *app) error {
 	if err != nil {
 		return err
 	}
-	st.SdupdateVersion = version.String()
 	if g.json {
 		return writeJSON(g.stdout, st)
 	}
