@@ -364,6 +364,11 @@ func installRPM(s *server) {
 	if strings.Join(want, "\n") != strings.Join(rpmFiles, "\n") {
 		s.t.Errorf("rpm -ql lists\n%s\nwant (the .deb's files)\n%s", strings.Join(rpmFiles, "\n"), strings.Join(want, "\n"))
 	}
+	// %config(noreplace): "cn" in rpm's file flags.
+	flags := s.must("rpm", "-q", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", "sdupdate")
+	if !strings.Contains(flags, "cn "+fixture.ConfigFile+"\n") {
+		s.t.Errorf("the rpm does not mark %s %%config(noreplace):\n%s", fixture.ConfigFile, flags)
+	}
 	if out := s.run("rpm", "-V", "sdupdate"); out.ExitCode != 0 {
 		s.t.Errorf("rpm -V sdupdate: the installed files differ from the package:\n%s%s", out.Stdout, out.Stderr)
 	}

@@ -8,7 +8,8 @@
 # vX.Y.Z of the commit, or, between tags, <last tag or 0.0.0>+dev.<commit time>.<commit>
 # (".dirty" added for uncommitted changes). Both sort after the tag they follow and before the
 # next in dpkg and rpm. VERSION=... overrides it; SOURCE_DATE_EPOCH (default: the commit's time)
-# dates the man pages, the changelog and the files in the packages.
+# dates the man pages, the changelog and the files in the packages; MAINTAINER="Name <mail>"
+# signs them (the default is a placeholder at a reserved domain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,7 @@ if ! [[ $VERSION =~ ^[0-9][A-Za-z0-9.+~]*$ ]]; then
 	exit 2
 fi
 export VERSION
+export MAINTAINER=${MAINTAINER:-sdupdate maintainers <maintainers@sdupdate.example>}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 dist=${DIST:-dist}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Prints the Debian-format changelog of sdupdate VERSION (a native package: this file is its
 # /usr/share/doc/sdupdate/changelog.gz): one entry for this version, listing the commits since
-# the previous tag, dated SOURCE_DATE_EPOCH.
+# the previous tag, signed by MAINTAINER and dated SOURCE_DATE_EPOCH.
 set -euo pipefail
 version=$1
-maintainer=$(sed -n 's/^maintainer: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$(dirname "$0")/nfpm.yaml")
+maintainer=${MAINTAINER:?}
 date=$(LC_ALL=C date -u -R -d "@${SOURCE_DATE_EPOCH:?}")
 
 range=HEAD
