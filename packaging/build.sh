@@ -2,7 +2,8 @@
 # Builds sdupdate's packages from this checkout:
 #   dist/sdupdate_<version>_amd64.deb  and  dist/sdupdate-<version>.x86_64.rpm
 # with nothing but Go: nfpm runs as a Go tool from packaging/tools/go.mod. DIST=DIR writes them
-# into DIR instead of dist/. The last line printed is the version.
+# into DIR instead of dist/. The last line printed is the version; `build.sh --version` prints
+# only that, building nothing.
 #
 # The version is the one `sdupdate --version` prints (linked in with -ldflags -X): the tag
 # vX.Y.Z of the commit, or, between tags, <last tag or 0.0.0>+dev.<commit time>.<commit>
@@ -37,6 +38,10 @@ if ! [[ $VERSION =~ ^[0-9][A-Za-z0-9.+~]*$ ]]; then
 	exit 2
 fi
 export VERSION
+if [ "${1:-}" = --version ]; then
+	echo "$VERSION"
+	exit 0
+fi
 export MAINTAINER=${MAINTAINER:-sdupdate maintainers <maintainers@sdupdate.example>}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
