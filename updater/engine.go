@@ -64,7 +64,6 @@ type Engine struct {
 	FreeSpace   func(path string) (uint64, error)     // nil: free space unknown, not checked
 	Now         func() time.Time                      // nil: time.Now
 	NewRunID    func() string                         // nil: logging.NewRunID
-	Out         io.Writer                             // where plans and listings are printed; nil: os.Stdout
 	RetryDelay  time.Duration                         // pause between tries of one file; 0: 200ms
 	HookApplied func(r *Record)                       // tests: called after apply, before restart
 	lay         *layout                               // resolved once per run
@@ -81,13 +80,6 @@ func (e *Engine) notify(status string) {
 	if e.Notify != nil {
 		e.Notify(status)
 	}
-}
-
-func (e *Engine) out() io.Writer {
-	if e.Out != nil {
-		return e.Out
-	}
-	return os.Stdout
 }
 
 func (e *Engine) runID() string {
@@ -229,14 +221,6 @@ func versionOf(m *manifest.Manifest) string {
 		return ""
 	}
 	return m.Version
-}
-
-// DisplayVersion renders a version for people: "" (not known yet) is "unknown".
-func DisplayVersion(v string) string {
-	if v == "" {
-		return "unknown"
-	}
-	return v
 }
 
 func dirOf(p string) string { return filepath.Dir(p) }

@@ -197,7 +197,7 @@ func quietLogger() *logrus.Logger {
 }
 
 func newEngine(fsys afero.Fs, cfg *config.Config, agent Agent) *Engine {
-	e := &Engine{Fs: fsys, Config: cfg, Fetcher: fetch.New(5 * time.Second), Log: quietLogger(), Out: io.Discard, RetryDelay: time.Millisecond}
+	e := &Engine{Fs: fsys, Config: cfg, Fetcher: fetch.New(5 * time.Second), Log: quietLogger(), RetryDelay: time.Millisecond}
 	if agent != nil {
 		e.Agent = agent
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/internal/human"
 )
 
 // Outcomes, as `status --json` reports them in last_run.result.
@@ -48,15 +49,15 @@ type LastRun struct {
 func (lr *LastRun) summary() string {
 	switch {
 	case lr.Result == OutcomeUpdated:
-		return fmt.Sprintf("updated %s -> %s", DisplayVersion(lr.From), DisplayVersion(lr.To))
+		return fmt.Sprintf("updated %s -> %s", human.Version(lr.From), human.Version(lr.To))
 	case lr.Result == OutcomeUpToDate:
-		return fmt.Sprintf("already up to date (%s)", DisplayVersion(lr.From))
+		return fmt.Sprintf("already up to date (%s)", human.Version(lr.From))
 	case lr.Result == OutcomeFailed:
-		return fmt.Sprintf("update to %s failed, install unchanged", DisplayVersion(lr.To))
+		return fmt.Sprintf("update to %s failed, install unchanged", human.Version(lr.To))
 	case lr.Result == OutcomeRolledBack && lr.Command == KindRollback:
-		return fmt.Sprintf("rolled back %s -> %s", DisplayVersion(lr.From), DisplayVersion(lr.To))
+		return fmt.Sprintf("rolled back %s -> %s", human.Version(lr.From), human.Version(lr.To))
 	case lr.Result == OutcomeRolledBack:
-		return fmt.Sprintf("rolled back: %s failed to come up, %s is running", DisplayVersion(lr.To), DisplayVersion(lr.From))
+		return fmt.Sprintf("rolled back: %s failed to come up, %s is running", human.Version(lr.To), human.Version(lr.From))
 	}
 	return "rollback failed, operator needed (see sdupdate status)"
 }

@@ -6,12 +6,15 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
 )
 
 // run drives a transaction from phase to its end. Update, Rollback and Recover all finish here,
-// so a run resumed after a crash takes exactly the path an uninterrupted one would.
+// so a run resumed after a crash takes exactly the path an uninterrupted one would. Each phase
+// is one method that acts and names the next phase; run records it in the journal before the
+// next acts.
 func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Record, phase Phase) (*Result, error) {
 	j := e.journal(l)
 	if rec.Phase != phase {
@@ -27,99 +30,114 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 		}
 	}
 	for {
+		var next Phase
 		switch rec.Phase {
 		case PhaseApplied:
-			next := PhaseRestarting
-			switch {
-			case e.Agent == nil:
-				log.WithField(logging.FieldPhase, logging.PhaseRestart).Infof("version %s is installed; Unit= is empty, so restart the agent yourself", rec.To)
-				next, rec.Outcome = PhaseDone, OutcomeUpdated
-			case len(rec.Ops) == 0:
-				log.WithField(logging.FieldPhase, logging.PhaseRestart).Infof("no file changed, so %s was not restarted", e.Config.Unit)
-				next, rec.Outcome = PhaseDone, OutcomeUpdated
-			case !rec.UnitWasActive:
-				log.WithField(logging.FieldPhase, logging.PhaseRestart).Infof("agent unit %s was not active before the update, so it was left stopped; start it when you are ready", e.Config.Unit)
-				next, rec.Outcome = PhaseDone, OutcomeUpdated
-			default:
-				rec.Restarted = true
-			}
-			if err := j.setPhase(rec, next); err != nil {
-				return e.stuck(log, l, rec, err)
-			}
-
+			next = e.afterApply(log, rec)
 		case PhaseRestarting, PhaseRollbackRestarting:
-			rollingBack := rec.Phase == PhaseRollbackRestarting
-			e.notify(fmt.Sprintf("waiting for %s to come up", e.Config.Unit))
-			log.WithField(logging.FieldPhase, logging.PhaseRestart).Debugf("handing %s to the restart gate", e.Config.Unit)
-			err := e.Agent.RestartAndWait(ctx, log)
-			if ctx.Err() != nil {
+			var interrupted bool
+			if next, interrupted = e.watchRestart(ctx, log, rec); interrupted {
 				return e.interrupted(log, rec)
 			}
-			switch {
-			case err == nil && rollingBack:
-				rec.Outcome = OutcomeRolledBack
-			case err == nil:
-				rec.Outcome = OutcomeUpdated
-			case rollingBack:
-				rec.Reason = joinReason(rec.Reason, "the restored version did not come up either: "+err.Error())
-				rec.Outcome = OutcomeRollbackFailed
-			default:
-				rec.Reason = joinReason(rec.Reason, err.Error())
-				log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseHealth, logging.FieldReason: err.Error()}).
-					Errorf("version %s did not come up: %v; rolling back to %s", rec.To, err, DisplayVersion(rec.From))
-			}
-			next := PhaseDone
-			if err != nil && !rollingBack {
-				next = PhaseRollingBack
-			}
-			if err := j.setPhase(rec, next); err != nil {
-				return e.stuck(log, l, rec, err)
-			}
-
 		case PhaseRollingBack:
-			e.notify("rolling back")
-			err := e.restore(ctx, log, l, rec)
-			if err != nil {
-				// Restore is idempotent: a passing fault (one failed write) should not leave a
-				// mixed tree for an operator when a second try can finish it now.
-				log.WithError(err).Warn("restoring the snapshot failed; trying once more")
-				err = e.restore(ctx, log, l, rec)
-			}
-			if err != nil {
-				rec.Reason = joinReason(rec.Reason, err.Error())
-				rec.Outcome = OutcomeRollbackFailed
-				// The journal stays in rolling-back: restoring again is the right next step, and
-				// `sdupdate recover` retries it (a bounded number of times).
+			var err error
+			if next, err = e.rollBack(ctx, log, l, rec); err != nil {
+				// The journal stays in rolling-back: restoring again is the right next step,
+				// and `sdupdate recover` retries it (a bounded number of times).
 				_ = j.save(rec)
 				return e.finish(log, l, rec, false)
 			}
-			next := PhaseDone
-			switch {
-			case rec.Restarted && e.Agent != nil:
-				next = PhaseRollbackRestarting
-			case rec.Kind == KindRollback:
-				rec.Outcome = OutcomeRolledBack
-				if e.Agent != nil {
-					log.WithField(logging.FieldPhase, logging.PhaseRollback).Infof("agent unit %s was not active, so it was left stopped", e.Config.Unit)
-				} else {
-					log.WithField(logging.FieldPhase, logging.PhaseRollback).Info("Unit= is empty, so restart the agent yourself")
-				}
-			default:
-				// The agent was never restarted into the new files, so it still runs the old
-				// version: the install is back to exactly what it was.
-				rec.Outcome = OutcomeFailed
-			}
-			if err := j.setPhase(rec, next); err != nil {
-				return e.stuck(log, l, rec, err)
-			}
-
 		case PhaseDone:
 			return e.finish(log, l, rec, true)
-
 		default:
 			return e.stuck(log, l, rec, fmt.Errorf("unexpected phase %q", rec.Phase))
 		}
+		if err := j.setPhase(rec, next); err != nil {
+			return e.stuck(log, l, rec, err)
+		}
 	}
+}
+
+// afterApply decides whether the new tree needs the agent restarted and watched; when it does
+// not, the update is done.
+func (e *Engine) afterApply(log *logrus.Entry, rec *Record) Phase {
+	log = log.WithField(logging.FieldPhase, logging.PhaseRestart)
+	switch {
+	case e.Agent == nil:
+		log.Infof("version %s is installed; Unit= is empty, so restart the agent yourself", rec.To)
+	case len(rec.Ops) == 0:
+		log.Infof("no file changed, so %s was not restarted", e.Config.Unit)
+	case !rec.UnitWasActive:
+		log.Infof("agent unit %s was not active before the update, so it was left stopped; start it when you are ready", e.Config.Unit)
+	default:
+		rec.Restarted = true
+		return PhaseRestarting
+	}
+	rec.Outcome = OutcomeUpdated
+	return PhaseDone
+}
+
+// watchRestart restarts the agent and watches it come up: the new version (a failure rolls
+// back) or, in rollback-restarting, the restored one (a failure needs an operator). It reports a
+// signal during the watch as interrupted, with the journal left for recovery.
+func (e *Engine) watchRestart(ctx context.Context, log *logrus.Entry, rec *Record) (next Phase, interrupted bool) {
+	rollingBack := rec.Phase == PhaseRollbackRestarting
+	e.notify(fmt.Sprintf("waiting for %s to come up", e.Config.Unit))
+	log.WithField(logging.FieldPhase, logging.PhaseRestart).Debugf("handing %s to the restart gate", e.Config.Unit)
+	err := e.Agent.RestartAndWait(ctx, log)
+	if ctx.Err() != nil {
+		return rec.Phase, true
+	}
+	switch {
+	case err == nil && rollingBack:
+		rec.Outcome = OutcomeRolledBack
+	case err == nil:
+		rec.Outcome = OutcomeUpdated
+	case rollingBack:
+		rec.Reason = joinReason(rec.Reason, "the restored version did not come up either: "+err.Error())
+		rec.Outcome = OutcomeRollbackFailed
+	default:
+		rec.Reason = joinReason(rec.Reason, err.Error())
+		log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseHealth, logging.FieldReason: err.Error()}).
+			Errorf("version %s did not come up: %v; rolling back to %s", rec.To, err, human.Version(rec.From))
+		return PhaseRollingBack, false
+	}
+	return PhaseDone, false
+}
+
+// rollBack restores the run's snapshot and decides what follows: restarting the restored agent
+// if the new one may have run, else the end. An error means the restore failed twice; the
+// outcome is then rollback-failed.
+func (e *Engine) rollBack(ctx context.Context, log *logrus.Entry, l *layout, rec *Record) (Phase, error) {
+	e.notify("rolling back")
+	err := e.restore(ctx, log, l, rec)
+	if err != nil {
+		// Restore is idempotent: a passing fault (one failed write) should not leave a mixed
+		// tree for an operator when a second try can finish it now.
+		log.WithError(err).Warn("restoring the snapshot failed; trying once more")
+		err = e.restore(ctx, log, l, rec)
+	}
+	if err != nil {
+		rec.Reason = joinReason(rec.Reason, err.Error())
+		rec.Outcome = OutcomeRollbackFailed
+		return rec.Phase, err
+	}
+	switch {
+	case rec.Restarted && e.Agent != nil:
+		return PhaseRollbackRestarting, nil
+	case rec.Kind == KindRollback:
+		rec.Outcome = OutcomeRolledBack
+		if e.Agent != nil {
+			log.WithField(logging.FieldPhase, logging.PhaseRollback).Infof("agent unit %s was not active, so it was left stopped", e.Config.Unit)
+		} else {
+			log.WithField(logging.FieldPhase, logging.PhaseRollback).Info("Unit= is empty, so restart the agent yourself")
+		}
+	default:
+		// The agent was never restarted into the new files, so it still runs the old version:
+		// the install is back to exactly what it was.
+		rec.Outcome = OutcomeFailed
+	}
+	return PhaseDone, nil
 }
 
 // restore puts the run's snapshot back and records its manifest as installed. It ignores
@@ -152,7 +170,7 @@ func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec 
 		return err
 	}
 	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldSnapshot: rec.Snapshot}).
-		Infof("restored snapshot %s (version %s, %d files)", rec.Snapshot, DisplayVersion(meta.Version), len(meta.Files))
+		Infof("restored snapshot %s (version %s, %d files)", rec.Snapshot, human.Version(meta.Version), len(meta.Files))
 	return nil
 }
 
@@ -160,7 +178,7 @@ func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec 
 // removes what the run left behind. clear is false when the journal must stay for a retry.
 func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (*Result, error) {
 	res := &Result{RunID: rec.RunID, Outcome: rec.Outcome, From: rec.From, To: rec.To, Snapshot: rec.Snapshot, Reason: rec.Reason}
-	fields := logrus.Fields{logging.FieldFrom: DisplayVersion(rec.From), logging.FieldTo: DisplayVersion(rec.To), logging.FieldSnapshot: rec.Snapshot}
+	fields := logrus.Fields{logging.FieldFrom: human.Version(rec.From), logging.FieldTo: human.Version(rec.To), logging.FieldSnapshot: rec.Snapshot}
 	if rec.Reason != "" {
 		fields[logging.FieldReason] = rec.Reason
 	}
@@ -168,7 +186,7 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 	switch rec.Outcome {
 	case OutcomeUpdated:
 		fields[logging.FieldPhase], fields[logging.FieldMessageID] = logging.PhaseHealth, logging.MsgUpdated
-		msg := fmt.Sprintf("updated %s -> %s", DisplayVersion(rec.From), rec.To)
+		msg := fmt.Sprintf("updated %s -> %s", human.Version(rec.From), rec.To)
 		if rec.Restarted {
 			msg += fmt.Sprintf("; %s restarted and healthy", e.Config.Unit)
 		}
@@ -176,10 +194,10 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 	case OutcomeRolledBack:
 		fields[logging.FieldPhase], fields[logging.FieldMessageID] = logging.PhaseRollback, logging.MsgRolledBack
 		if rec.Kind == KindRollback {
-			log.WithFields(fields).Infof("rolled back from %s to %s (snapshot %s)", DisplayVersion(rec.From), DisplayVersion(rec.To), rec.Snapshot)
+			log.WithFields(fields).Infof("rolled back from %s to %s (snapshot %s)", human.Version(rec.From), human.Version(rec.To), rec.Snapshot)
 		} else {
-			log.WithFields(fields).Errorf("rolled back: version %s failed to come up, %s restored and running (%s)", rec.To, DisplayVersion(rec.From), rec.Reason)
-			err = withCode(CodeRolledBack, fmt.Errorf("version %s failed to come up and was rolled back; %s is running: %s", rec.To, DisplayVersion(rec.From), rec.Reason))
+			log.WithFields(fields).Errorf("rolled back: version %s failed to come up, %s restored and running (%s)", rec.To, human.Version(rec.From), rec.Reason)
+			err = withCode(CodeRolledBack, fmt.Errorf("version %s failed to come up and was rolled back; %s is running: %s", rec.To, human.Version(rec.From), rec.Reason))
 		}
 	case OutcomeFailed:
 		fields[logging.FieldPhase], fields[logging.FieldMessageID] = logging.PhaseRollback, logging.MsgFailed
@@ -229,7 +247,7 @@ func (e *Engine) stuck(log *logrus.Entry, l *layout, rec *Record, err error) (*R
 // ExecStopPost= runs `sdupdate recover` at once, which finishes the watch or restores the old
 // version.
 func (e *Engine) interrupted(log *logrus.Entry, rec *Record) (*Result, error) {
-	log.WithField(logging.FieldPhase, logging.PhaseRestart).Warnf("interrupted while %s was being watched; `sdupdate recover` finishes the check or restores %s", e.Config.Unit, DisplayVersion(rec.From))
+	log.WithField(logging.FieldPhase, logging.PhaseRestart).Warnf("interrupted while %s was being watched; `sdupdate recover` finishes the check or restores %s", e.Config.Unit, human.Version(rec.From))
 	return &Result{RunID: rec.RunID, Outcome: OutcomeInterrupted, From: rec.From, To: rec.To, Snapshot: rec.Snapshot},
 		withCode(CodeFailed, fmt.Errorf("%w while %s was being watched; run `sdupdate recover` to finish", ErrInterrupted, e.Config.Unit))
 }

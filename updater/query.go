@@ -8,6 +8,7 @@ import (
 
 	"github.com/sdupdate/sdupdate/fetch"
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/snapshot"
 )
@@ -210,7 +211,7 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 		res.FilesChanged, res.FilesRemoved = add+change, remove
 		res.BytesToDownload, _ = p.DownloadBytes()
 	}
-	log.WithField(logging.FieldPhase, logging.PhaseCheck).Debugf("installed %s, available %s", DisplayVersion(res.Installed), res.Available)
+	log.WithField(logging.FieldPhase, logging.PhaseCheck).Debugf("installed %s, available %s", human.Version(res.Installed), res.Available)
 	return res, nil
 }
 

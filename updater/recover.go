@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
 )
 
@@ -44,18 +45,18 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 		return nil, nil
 	}
 	log := e.runLog(rec.RunID)
-	rlog := log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRecover, logging.FieldFrom: DisplayVersion(rec.From), logging.FieldTo: DisplayVersion(rec.To)})
+	rlog := log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRecover, logging.FieldFrom: human.Version(rec.From), logging.FieldTo: human.Version(rec.To)})
 	rec.RecoverAttempts++
 	if rec.RecoverAttempts > maxRecoverAttempts {
 		err := fmt.Errorf("run %s (%s %s -> %s) is stuck in phase %s after %d recovery attempts; operator needed: inspect %s, `sdupdate status` and `journalctl SDUPDATE_RUN_ID=%s`",
-			rec.RunID, rec.Kind, DisplayVersion(rec.From), DisplayVersion(rec.To), rec.Phase, maxRecoverAttempts, l.txn, rec.RunID)
+			rec.RunID, rec.Kind, human.Version(rec.From), human.Version(rec.To), rec.Phase, maxRecoverAttempts, l.txn, rec.RunID)
 		rlog.WithFields(logrus.Fields{logging.FieldMessageID: logging.MsgRollbackFailed, logging.FieldReason: err.Error()}).Error(err.Error())
 		return &Result{RunID: rec.RunID, Outcome: OutcomeRollbackFailed, From: rec.From, To: rec.To, Reason: err.Error()}, withCode(CodeOperator, err)
 	}
 	if err := j.save(rec); err != nil {
 		return nil, withCode(CodeOperator, err)
 	}
-	rlog.Warnf("recovering run %s (%s %s -> %s) interrupted in phase %s", rec.RunID, rec.Kind, DisplayVersion(rec.From), DisplayVersion(rec.To), rec.Phase)
+	rlog.Warnf("recovering run %s (%s %s -> %s) interrupted in phase %s", rec.RunID, rec.Kind, human.Version(rec.From), human.Version(rec.To), rec.Phase)
 	var res *Result
 	switch rec.Phase {
 	case PhaseStaging, PhaseStaged, PhaseSnapshotting, PhaseSnapshotted:

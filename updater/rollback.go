@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/snapshot"
 )
@@ -43,8 +44,8 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 	}
 	runID := e.runID()
 	log := e.runLog(runID)
-	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldFrom: DisplayVersion(versionOf(installed)), logging.FieldTo: DisplayVersion(meta.Version), logging.FieldSnapshot: meta.ID}).
-		Infof("rolling back from %s to %s (snapshot %s)", DisplayVersion(versionOf(installed)), DisplayVersion(meta.Version), meta.ID)
+	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldFrom: human.Version(versionOf(installed)), logging.FieldTo: human.Version(meta.Version), logging.FieldSnapshot: meta.ID}).
+		Infof("rolling back from %s to %s (snapshot %s)", human.Version(versionOf(installed)), human.Version(meta.Version), meta.ID)
 	// Checks first: a damaged snapshot or a symlink in the way refuses the rollback before any
 	// file changes.
 	if err := store.Verify(meta.ID); err != nil {

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/sdupdate/sdupdate/fetch"
+	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/snapshot"
 )
 
@@ -38,81 +41,151 @@ const spaceMargin = 16 << 20
 // Update runs one update: fetch and verify the manifest, plan, stage, snapshot, apply, restart
 // and watch the agent, roll back if it does not come up. The caller holds the lock and has run
 // Recover.
+//
+// Each phase is one function. Up to the point of no return (applyUpdate) a phase fails in one
+// way: it returns an error naming its SDUPDATE_PHASE (failIn), and endUpdate undoes what the run
+// made, logs and records the failure; the install is unchanged. From there on, a failure is
+// undone by restoring the snapshot, in run (machine.go), like a crash is by Recover.
 func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error) {
+	u, err := e.startUpdate(opts)
+	if err != nil {
+		return nil, err
+	}
+	finished, err := e.checkUpdate(ctx, u)
+	if err != nil || finished {
+		return e.endUpdate(u, err)
+	}
+	for _, phase := range []func(context.Context, *updateRun) error{e.stageUpdate, e.snapshotUpdate} {
+		if err := phase(ctx, u); err != nil {
+			return e.endUpdate(u, err)
+		}
+	}
+	return e.applyUpdate(ctx, u)
+}
+
+// updateRun is one update in progress: what its phases share.
+type updateRun struct {
+	opts         UpdateOptions
+	l            *layout
+	log          *logrus.Entry
+	started      time.Time
+	installed    *manifest.Manifest // nil before the first update
+	installedRaw []byte
+	res          *Result
+	f            *fetched // the verified manifest, once checkUpdate fetched it
+	rec          *Record  // the journal, once stageUpdate wrote it
+}
+
+func (u *updateRun) from() string { return u.res.From }
+
+// phaseError is a failure before the point of no return, in one SDUPDATE_PHASE.
+type phaseError struct {
+	phase logging.Phase
+	err   error
+}
+
+func (e *phaseError) Error() string { return e.err.Error() }
+func (e *phaseError) Unwrap() error { return e.err }
+
+// failIn marks err (if any) as a failure in phase.
+func failIn(phase logging.Phase, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &phaseError{phase: phase, err: err}
+}
+
+func (e *Engine) startUpdate(opts UpdateOptions) (*updateRun, error) {
 	l, err := e.resolveLayout()
 	if err != nil {
 		return nil, err
 	}
 	runID := e.runID()
-	started := e.now()
-	log := e.runLog(runID)
-	installed, installedRaw, err := e.installedManifest(l)
+	u := &updateRun{opts: opts, l: l, log: e.runLog(runID), started: e.now()}
+	u.installed, u.installedRaw, err = e.installedManifest(l)
 	if err != nil {
 		return nil, err
 	}
-	from := versionOf(installed)
-	res := &Result{RunID: runID, From: from}
-	fail := func(phase logging.Phase, err error) (*Result, error) {
-		res.Outcome, res.Reason = OutcomeFailed, err.Error()
-		log.WithFields(logrus.Fields{
-			logging.FieldPhase: phase, logging.FieldMessageID: logging.MsgFailed,
-			logging.FieldFrom: DisplayVersion(from), logging.FieldTo: res.To, logging.FieldReason: err.Error(),
-		}).Errorf("update failed, install unchanged: %v", err)
-		if !opts.DryRun {
-			e.recordLastRun(l, &LastRun{RunID: runID, Command: KindUpdate, Result: OutcomeFailed, From: from, To: res.To, Started: started, Reason: err.Error()})
-		}
-		if ExitCode(err) == CodeOK {
-			err = withCode(CodeFailed, err)
-		}
-		return res, err
-	}
+	u.res = &Result{RunID: runID, From: versionOf(u.installed)}
+	return u, nil
+}
 
-	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseCheck, logging.FieldFrom: DisplayVersion(from)}).
-		Infof("installed version %s; checking %s", DisplayVersion(from), fetch.Redact(e.Config.ManifestURL))
+// checkUpdate fetches and verifies the manifest, compares versions and plans. It reports the run
+// finished when the install is up to date, or when planning was all a dry run asked for.
+func (e *Engine) checkUpdate(ctx context.Context, u *updateRun) (finished bool, err error) {
+	from := u.from()
+	log := u.log.WithField(logging.FieldPhase, logging.PhaseCheck)
+	log.WithField(logging.FieldFrom, human.Version(from)).
+		Infof("installed version %s; checking %s", human.Version(from), fetch.Redact(e.Config.ManifestURL))
 	e.notify("fetching manifest")
-	f, err := e.fetchManifest(ctx, log)
-	if err != nil {
-		return fail(logging.PhaseCheck, err)
+	if u.f, err = e.fetchManifest(ctx, u.log); err != nil {
+		return false, failIn(logging.PhaseCheck, err)
 	}
-	res.To = f.m.Version
-	cmp, err := compareVersions(from, f.m.Version)
+	to := u.f.m.Version
+	u.res.To = to
+	cmp, err := compareVersions(from, to)
 	if err != nil {
-		return fail(logging.PhaseCheck, err)
+		return false, failIn(logging.PhaseCheck, err)
 	}
 	switch {
-	case cmp == 0 && !opts.Repair:
-		res.Outcome = OutcomeUpToDate
-		log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseCheck, logging.FieldMessageID: logging.MsgUpToDate, logging.FieldFrom: from, logging.FieldTo: f.m.Version}).
+	case cmp == 0 && !u.opts.Repair:
+		u.res.Outcome = OutcomeUpToDate
+		log.WithFields(logrus.Fields{logging.FieldMessageID: logging.MsgUpToDate, logging.FieldFrom: from, logging.FieldTo: to}).
 			Infof("already up to date (version %s)", from)
-		if !opts.DryRun {
-			e.recordLastRun(l, &LastRun{RunID: runID, Command: KindUpdate, Result: OutcomeUpToDate, From: from, To: from, Started: started})
+		if !u.opts.DryRun {
+			e.recordLastRun(u.l, &LastRun{RunID: u.res.RunID, Command: KindUpdate, Result: OutcomeUpToDate, From: from, To: from, Started: u.started})
 		}
-		return res, nil
-	case cmp < 0 && !opts.AllowDowngrade:
-		return fail(logging.PhaseCheck, fmt.Errorf("refusing to downgrade from %s to %s: the server offers an older version (a replayed manifest?); use --allow-downgrade if you mean it", from, f.m.Version))
+		return true, nil
+	case cmp < 0 && !u.opts.AllowDowngrade:
+		return false, failIn(logging.PhaseCheck, fmt.Errorf("refusing to downgrade from %s to %s: the server offers an older version (a replayed manifest?); use --allow-downgrade if you mean it", from, to))
 	case cmp < 0:
-		log.WithField(logging.FieldPhase, logging.PhaseCheck).Warnf("downgrading from %s to %s (--allow-downgrade)", from, f.m.Version)
+		log.Warnf("downgrading from %s to %s (--allow-downgrade)", from, to)
 	}
-	p, err := e.plan(ctx, l, f.m, installed)
-	if err != nil {
-		return fail(logging.PhaseCheck, err)
+	if u.res.Plan, err = e.plan(ctx, u.l, u.f.m, u.installed); err != nil {
+		return false, failIn(logging.PhaseCheck, err)
 	}
-	res.Plan = p
-	if opts.DryRun {
-		PrintPlan(e.out(), p)
-		res.Outcome = OutcomeDryRun
-		return res, nil
+	if u.opts.DryRun {
+		u.res.Outcome = OutcomeDryRun
+		return true, nil
 	}
-	bytes, files := p.DownloadBytes()
-	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseDownload, logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
-		Infof("update started: %s -> %s, %d files to download (%s), %d to remove", DisplayVersion(from), p.To, files, HumanBytes(bytes), len(p.Removes))
-	if err := e.checkSpace(l, bytes-e.preparePartials(l, p)); err != nil {
-		return fail(logging.PhaseDownload, err)
-	}
+	return false, nil
+}
 
+// stageUpdate checks the free space, writes the journal and downloads and verifies every changed
+// file into staging; the new manifest, with what was verified, goes into the journal.
+func (e *Engine) stageUpdate(ctx context.Context, u *updateRun) error {
+	p, from := u.res.Plan, u.from()
+	bytes, files := p.DownloadBytes()
+	u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseDownload, logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: human.Version(from), logging.FieldTo: p.To}).
+		Infof("update started: %s -> %s, %d files to download (%s), %d to remove", human.Version(from), p.To, files, human.Bytes(bytes), len(p.Removes))
+	if err := e.checkSpace(u.l, bytes-e.preparePartials(u.l, p)); err != nil {
+		return failIn(logging.PhaseDownload, err)
+	}
+	rec := newUpdateRecord(u, p)
+	if err := e.journal(u.l).save(rec); err != nil {
+		return failIn(logging.PhaseDownload, err)
+	}
+	u.rec = rec
+	got, err := e.stageAll(ctx, u.log, u.l, rec, u.f, p)
+	if err != nil {
+		return failIn(logging.PhaseDownload, err)
+	}
+	resolveVerified(p, got)
+	if rec.NewManifest, err = p.Resolved.Marshal(); err != nil {
+		return failIn(logging.PhaseDownload, fmt.Errorf("cannot encode the new manifest: %w", err))
+	}
+	if err := e.journal(u.l).setPhase(rec, PhaseStaged); err != nil {
+		return failIn(logging.PhaseDownload, err)
+	}
+	return failIn(logging.PhaseDownload, ctx.Err())
+}
+
+// newUpdateRecord is the journal of an update about to stage p: one op per file to write (its
+// staging file named by position) and per file to remove.
+func newUpdateRecord(u *updateRun, p *Plan) *Record {
 	rec := &Record{
-		RunID: runID, Kind: KindUpdate, Phase: PhaseStaging, PID: os.Getpid(), Started: started,
-		From: from, To: p.To, StagingDir: filepath.Join(l.staging, runID), OldManifest: installedRaw,
+		RunID: u.res.RunID, Kind: KindUpdate, Phase: PhaseStaging, PID: os.Getpid(), Started: u.started,
+		From: u.from(), To: p.To, StagingDir: filepath.Join(u.l.staging, u.res.RunID), OldManifest: u.installedRaw,
 	}
 	for i, c := range p.Changes {
 		rec.Ops = append(rec.Ops, Op{Name: c.File.Name, Staged: filepath.Join(rec.StagingDir, fmt.Sprintf("%05d", i))})
@@ -120,82 +193,86 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 	for _, name := range p.Removes {
 		rec.Ops = append(rec.Ops, Op{Name: name, Remove: true})
 	}
-	j := e.journal(l)
-	if err := j.save(rec); err != nil {
-		return fail(logging.PhaseDownload, err)
+	return rec
+}
+
+// snapshotUpdate notes whether the agent runs (so a rollback knows whether to restart it) and
+// snapshots the files the update may change, before any of them does.
+func (e *Engine) snapshotUpdate(ctx context.Context, u *updateRun) error {
+	rec, j := u.rec, e.journal(u.l)
+	if e.Agent != nil {
+		active, err := e.Agent.Active(ctx)
+		if err != nil {
+			return failIn(logging.PhaseRestart, fmt.Errorf("cannot tell whether the agent unit %s is running (set Unit= empty to restart it yourself): %w", e.Config.Unit, err))
+		}
+		rec.UnitWasActive = active
 	}
-	abort := func(phase logging.Phase, err error) (*Result, error) {
-		if cerr := e.abortBeforeApply(l, rec); cerr != nil {
-			log.WithError(cerr).Warn("cleanup after failure incomplete; the next command finishes it")
+	rec.Snapshot = snapshot.NewID(e.now(), u.from())
+	if err := j.setPhase(rec, PhaseSnapshotting); err != nil {
+		return failIn(logging.PhaseSnapshot, err)
+	}
+	e.notify("taking snapshot")
+	store := e.storeAt(u.l, u.l.snapshots)
+	if _, err := store.Create(ctx, rec.Snapshot, u.from(), u.installedRaw, rec.RunID, managedNames(u.installed, u.f.m)); err != nil {
+		return failIn(logging.PhaseSnapshot, fmt.Errorf("cannot snapshot the install before changing it: %w", err))
+	}
+	u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseSnapshot, logging.FieldSnapshot: rec.Snapshot}).Infof("snapshot %s taken", rec.Snapshot)
+	if err := j.setPhase(rec, PhaseSnapshotted); err != nil {
+		return failIn(logging.PhaseSnapshot, err)
+	}
+	return failIn(logging.PhaseSnapshot, ctx.Err())
+}
+
+// endUpdate ends a run that never touched the install. With err, the one way such a run fails:
+// staging and this run's snapshot and journal go, the failure is logged as an event in the
+// phase it names and recorded for `status` (except on a dry run).
+func (e *Engine) endUpdate(u *updateRun, err error) (*Result, error) {
+	if err == nil {
+		return u.res, nil
+	}
+	phase := logging.PhaseCheck
+	var pe *phaseError
+	if errors.As(err, &pe) {
+		phase, err = pe.phase, pe.err
+	}
+	if u.rec != nil {
+		if cerr := e.abortBeforeApply(u.l, u.rec); cerr != nil {
+			u.log.WithError(cerr).Warn("cleanup after failure incomplete; the next command finishes it")
 		}
 		if errors.Is(err, context.Canceled) {
 			err = fmt.Errorf("%w; nothing was changed", ErrInterrupted)
 		}
-		return fail(phase, err)
 	}
-	got, err := e.stageAll(ctx, log, l, rec, f, p)
-	if err != nil {
-		return abort(logging.PhaseDownload, err)
+	from, res := u.from(), u.res
+	res.Outcome, res.Reason = OutcomeFailed, err.Error()
+	u.log.WithFields(logrus.Fields{
+		logging.FieldPhase: phase, logging.FieldMessageID: logging.MsgFailed,
+		logging.FieldFrom: human.Version(from), logging.FieldTo: res.To, logging.FieldReason: err.Error(),
+	}).Errorf("update failed, install unchanged: %v", err)
+	if !u.opts.DryRun {
+		e.recordLastRun(u.l, &LastRun{RunID: res.RunID, Command: KindUpdate, Result: OutcomeFailed, From: from, To: res.To, Started: u.started, Reason: err.Error()})
 	}
-	resolveVerified(p, got)
-	newRaw, err := p.Resolved.Marshal()
-	if err != nil {
-		return abort(logging.PhaseDownload, fmt.Errorf("cannot encode the new manifest: %w", err))
+	if ExitCode(err) == CodeOK {
+		err = withCode(CodeFailed, err)
 	}
-	rec.NewManifest = newRaw
-	if err := j.setPhase(rec, PhaseStaged); err != nil {
-		return abort(logging.PhaseDownload, err)
-	}
-	if ctx.Err() != nil {
-		return abort(logging.PhaseDownload, ctx.Err())
-	}
+	return res, err
+}
 
-	if e.Agent != nil {
-		active, err := e.Agent.Active(ctx)
-		if err != nil {
-			return abort(logging.PhaseRestart, fmt.Errorf("cannot tell whether the agent unit %s is running (set Unit= empty to restart it yourself): %w", e.Config.Unit, err))
-		}
-		rec.UnitWasActive = active
-	}
-
-	rec.Snapshot = snapshot.NewID(e.now(), from)
-	if err := j.setPhase(rec, PhaseSnapshotting); err != nil {
-		return abort(logging.PhaseSnapshot, err)
-	}
-	e.notify("taking snapshot")
-	store := e.storeAt(l, l.snapshots)
-	if _, err := store.Create(ctx, rec.Snapshot, from, installedRaw, runID, managedNames(installed, f.m)); err != nil {
-		return abort(logging.PhaseSnapshot, fmt.Errorf("cannot snapshot the install before changing it: %w", err))
-	}
-	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseSnapshot, logging.FieldSnapshot: rec.Snapshot}).Infof("snapshot %s taken", rec.Snapshot)
-	if err := j.setPhase(rec, PhaseSnapshotted); err != nil {
-		return abort(logging.PhaseSnapshot, err)
-	}
-	if ctx.Err() != nil {
-		return abort(logging.PhaseSnapshot, ctx.Err())
-	}
-
-	// Point of no return: from the journal write below on, installed files change, and a
-	// failure or crash is undone by restoring the snapshot.
-	if err := j.setPhase(rec, PhaseApplying); err != nil {
-		return abort(logging.PhaseApply, err)
+// applyUpdate is the point of no return: from the journal write that starts it on, installed
+// files change, and a failure or crash is undone by restoring the snapshot.
+func (e *Engine) applyUpdate(ctx context.Context, u *updateRun) (*Result, error) {
+	rec := u.rec
+	if err := e.journal(u.l).setPhase(rec, PhaseApplying); err != nil {
+		return e.endUpdate(u, failIn(logging.PhaseApply, err))
 	}
 	e.notify("applying")
 	rec.Restarted = false
-	if err := e.apply(l, rec); err != nil {
+	if err := e.applyFiles(u); err != nil {
 		rec.Reason = fmt.Sprintf("apply failed: %v", err)
-		log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseApply, logging.FieldReason: rec.Reason}).Error("apply failed; restoring the snapshot")
-		return e.run(ctx, log, l, rec, PhaseRollingBack)
+		return e.run(ctx, u.log, u.l, rec, PhaseRollingBack)
 	}
-	if err := e.setInstalled(l, newRaw); err != nil {
-		rec.Reason = fmt.Sprintf("apply failed: %v", err)
-		return e.run(ctx, log, l, rec, PhaseRollingBack)
-	}
-	if err := j.setPhase(rec, PhaseApplied); err != nil {
-		rec.Reason = fmt.Sprintf("apply failed: %v", err)
-		return e.run(ctx, log, l, rec, PhaseRollingBack)
-	}
-	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseApply, logging.FieldFrom: DisplayVersion(from), logging.FieldTo: p.To}).
+	p := u.res.Plan
+	u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseApply, logging.FieldFrom: human.Version(u.from()), logging.FieldTo: p.To}).
 		Infof("version %s in place (%d files written, %d removed)", p.To, len(p.Changes), len(p.Removes))
 	if e.HookApplied != nil {
 		e.HookApplied(rec)
@@ -204,9 +281,23 @@ func (e *Engine) Update(ctx context.Context, opts UpdateOptions) (*Result, error
 		// A signal arrived while applying: the tree is consistent now, and the agent has not been
 		// restarted, so undoing is the least surprising answer to "stop".
 		rec.Reason = "interrupted by a signal while applying; the old version was restored"
-		return e.run(ctx, log, l, rec, PhaseRollingBack)
+		return e.run(ctx, u.log, u.l, rec, PhaseRollingBack)
 	}
-	return e.run(ctx, log, l, rec, PhaseApplied)
+	return e.run(ctx, u.log, u.l, rec, PhaseApplied)
+}
+
+// applyFiles puts the staged files in place, records the new manifest as installed and moves the
+// journal to applied.
+func (e *Engine) applyFiles(u *updateRun) error {
+	if err := e.apply(u.l, u.rec); err != nil {
+		u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseApply, logging.FieldReason: fmt.Sprintf("apply failed: %v", err)}).
+			Error("apply failed; restoring the snapshot")
+		return err
+	}
+	if err := e.setInstalled(u.l, u.rec.NewManifest); err != nil {
+		return err
+	}
+	return e.journal(u.l).setPhase(u.rec, PhaseApplied)
 }
 
 // resolveVerified records in the new manifest what was verified (got, in the order of
@@ -236,7 +327,7 @@ func (e *Engine) checkSpace(l *layout, need int64) error {
 	want := uint64(need) + spaceMargin
 	if free < want {
 		return fmt.Errorf("not enough free space on the filesystem of %s: the update needs %s (%s to download + %s margin), %s is free; free some space and run it again",
-			l.work, HumanBytes(int64(want)), HumanBytes(need), HumanBytes(spaceMargin), HumanBytes(int64(free)))
+			l.work, human.Bytes(int64(want)), human.Bytes(need), human.Bytes(spaceMargin), human.Bytes(int64(free)))
 	}
 	return nil
 }

@@ -49,7 +49,6 @@ func newApp(g *globalOptions) (*app, error) {
 		SelfVersion: version.String(),
 		Notify:      systemd.Notifier{}.Status,
 		FreeSpace:   freeSpace,
-		Out:         g.stdout,
 	}
 	if len(cfg.PublicKeys) > 0 {
 		v, err := sign.NewVerifier(cfg.PublicKeys)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -50,6 +51,9 @@ files crash-safely, restart the agent and roll back if it does not come up.` + e
 
 func runUpdate(ctx context.Context, opts updateOptions, g *globalOptions, a *app) error {
 	res, err := a.engine.Update(ctx, opts.UpdateOptions)
+	if err == nil && opts.DryRun && res.Plan != nil {
+		printPlan(g.stdout, res.Plan)
+	}
 	// Under systemd the outcome is already in the journal as an event.
 	if err != nil || res == nil || opts.DryRun || g.stdoutJournal {
 		return err
@@ -61,4 +65,28 @@ func runUpdate(ctx context.Context, opts updateOptions, g *globalOptions, a *app
 		fmt.Fprintf(g.stdout, "updated %s -> %s (snapshot %s)\n", human.Version(res.From), res.To, res.Snapshot)
 	}
 	return nil
+}
+
+// printPlan writes what update --dry-run found to do, as a person reads it.
+func printPlan(w io.Writer, p *updater.Plan) {
+	add, change, remove := p.Counts()
+	bytes, files := p.DownloadBytes()
+	fmt.Fprintf(w, "update %s -> %s: %d to add, %d to change, %d to remove; %d files to download (%s)\n",
+		human.Version(p.From), p.To, add, change, remove, files, human.Bytes(bytes))
+	for _, c := range p.Changes {
+		kind := "change"
+		if c.Add {
+			kind = "add"
+		} else if c.Local {
+			kind = "mode"
+		}
+		size := ""
+		if c.File.Size >= 0 {
+			size = human.Bytes(c.File.Size)
+		}
+		fmt.Fprintf(w, "  %-6s %s %s %s\n", kind, c.File.Name, c.Mode, size)
+	}
+	for _, name := range p.Removes {
+		fmt.Fprintf(w, "  %-6s %s\n", "remove", name)
+	}
 }
