@@ -101,16 +101,10 @@ const (
 // go). Then the .rpm, installed the same way, lists the same files.
 func TestDebianPackage(t *testing.T) {
 	t.Parallel()
-	for _, tool := range []string{"dpkg", "man", "rpm", "rpmlint"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing: .ci/run installs it", tool)
-			}
-			t.Skipf("%s is missing (Debian package man-db, rpm or rpmlint): %v", tool, err)
-		}
-	}
+	requireTools(t, "dpkg", "man", "rpm", "rpmlint")
+	sandbox.RequireOrSkip(t)
+	builtPackages(t) // before the test's clock starts: a loaded machine builds slowly
 	s := newServer(t)
-	builtPackages(t)
 	sb, err := sandbox.Boot(s.ctx, sandbox.Options{
 		Name: "e2e-package",
 		Files: map[string]sandbox.File{
@@ -430,14 +424,7 @@ func (s *server) catalogIDs() map[string]bool {
 // sort after the one before for dpkg and for rpm alike, or an upgrade would be refused (or a
 // dev build taken for newer than the release that followed it).
 func TestPackageVersionsOrder(t *testing.T) {
-	for _, tool := range []string{"dpkg", "rpm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing: .ci/run installs it", tool)
-			}
-			t.Skipf("%s is missing: %v", tool, err)
-		}
-	}
+	requireTools(t, "dpkg", "rpm")
 	history := []string{
 		"0.0.0+dev.20261201194605.514b0004f4f9",       // before any tag
 		"0.0.0+dev.20261201194605.514b0004f4f9.dirty", // the same commit, with changes
@@ -458,6 +445,19 @@ func TestPackageVersionsOrder(t *testing.T) {
 		out, err := exec.Command("rpm", "--eval", fmt.Sprintf(`%%{lua: print(rpm.vercmp(%q, %q))}`, newer, older)).Output()
 		if err != nil || strings.TrimSpace(string(out)) != "1" {
 			t.Errorf("rpm does not order %s after %s (vercmp %q, %v)", newer, older, out, err)
+		}
+	}
+}
+
+// requireTools skips the test where a tool is missing, except in CI, where that is a failure.
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing: .ci/run installs it (Debian packages man-db, rpm, rpmlint)", tool)
+			}
+			t.Skipf("%s is missing (Debian packages man-db, rpm, rpmlint): %v", tool, err)
 		}
 	}
 }
