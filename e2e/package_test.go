@@ -101,7 +101,7 @@ const (
 // go). Then the .rpm, installed the same way, lists the same files.
 func TestDebianPackage(t *testing.T) {
 	t.Parallel()
-	requireTools(t, "dpkg", "man", "rpm", "rpmlint")
+	requireTools(t, "dpkg", "man", "rpm", "rpmlint", bashCompletion)
 	sandbox.RequireOrSkip(t)
 	builtPackages(t) // before the test's clock starts: a loaded machine builds slowly
 	s := newServer(t)
@@ -133,6 +133,7 @@ func TestDebianPackage(t *testing.T) {
 		{"dpkg -i installs it, enables and starts nothing", installPackage},
 		{"systemctl start sd-agent-update updates the agent", updateWithPackage},
 		{"man sdupdate renders", readManual},
+		{"bash completes sdupdate's commands and flags", completeInBash},
 		{"journalctl -x explains the update", explainedInJournal},
 		{"upgrading keeps the edited configuration", upgradePackage},
 		{"dpkg -r keeps the snapshots", removePackage},
@@ -238,6 +239,29 @@ func readManual(s *server) {
 				s.t.Errorf("man %s does not show %q:\n%s", page, w, r.Stdout)
 			}
 		}
+	}
+}
+
+// bashCompletion is bash-completion's loader, which finds a command's completion by its name.
+const bashCompletion = "/usr/share/bash-completion/bash_completion"
+
+func completeInBash(s *server) {
+	// What pressing Tab after the words does: bash-completion loads the package's file for
+	// "sdupdate" from its directory, and the function it registers asks sdupdate.
+	complete := func(words ...string) string {
+		script := `. ` + bashCompletion + `
+_completion_loader sdupdate # 124: loaded, to be asked again
+fn=$(complete -p sdupdate | sed 's/.*-F \([^ ]*\) .*/\1/') || exit 1
+COMP_WORDS=("$@") COMP_CWORD=$(($# - 1)) COMP_LINE="$*" && COMP_POINT=${#COMP_LINE}
+"$fn" sdupdate "${@: -1}" "${@: -2:1}" 2>/dev/null
+printf '%s\n' "${COMPREPLY[@]}"`
+		return s.must(append([]string{"bash", "-c", script, "bash"}, words...)...)
+	}
+	if got := complete("sdupdate", "roll"); strings.TrimSpace(got) != "rollback" {
+		s.t.Errorf("bash completes \"sdupdate roll\" to %q, want rollback", got)
+	}
+	if got := complete("sdupdate", "update", "--d"); !strings.Contains(got, "--dry-run") {
+		s.t.Errorf("bash completes \"sdupdate update --d\" to %q, want --dry-run", got)
 	}
 }
 
@@ -449,15 +473,20 @@ func TestPackageVersionsOrder(t *testing.T) {
 	}
 }
 
-// requireTools skips the test where a tool is missing, except in CI, where that is a failure.
+// requireTools skips the test where a tool (a command, or a file by its absolute path) is
+// missing, except in CI, where that is a failure.
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
+		find := exec.LookPath
+		if filepath.IsAbs(tool) {
+			find = func(p string) (string, error) { _, err := os.Stat(p); return p, err }
+		}
+		if _, err := find(tool); err != nil {
 			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing: .ci/run installs it (Debian packages man-db, rpm, rpmlint)", tool)
+				t.Fatalf("%s is missing: .ci/run installs it (Debian packages man-db, rpm, rpmlint, bash-completion)", tool)
 			}
-			t.Skipf("%s is missing (Debian packages man-db, rpm, rpmlint): %v", tool, err)
+			t.Skipf("%s is missing (Debian packages man-db, rpm, rpmlint, bash-completion): %v", tool, err)
 		}
 	}
 }
