@@ -55,7 +55,7 @@ type summaryRow struct {
 func bootFleet(t *testing.T) *fleet {
 	t.Helper()
 	sandbox.RequireOrSkip(t)
-	requireTool(t, "ansible-playbook", "Debian's ansible package")
+	requireTools(t, "ansible-playbook")
 	bin := sdupdateBinary(t)
 	root, err := fixture.RepoRoot()
 	if err != nil {
@@ -124,17 +124,6 @@ func bootFleet(t *testing.T) *fleet {
 		t.Fatal(err)
 	}
 	return f
-}
-
-// requireTool fails in CI and skips elsewhere when a tool is missing.
-func requireTool(t *testing.T, tool, from string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (install %s); CI=true, so this is a failure, not a skip", tool, from)
-		}
-		t.Skipf("%s not found (install %s)", tool, from)
-	}
 }
 
 // each runs fn on every host at once and waits.

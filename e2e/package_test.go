@@ -484,9 +484,9 @@ func requireTools(t *testing.T, tools ...string) {
 		}
 		if _, err := find(tool); err != nil {
 			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing: .ci/run installs it (Debian packages man-db, rpm, rpmlint, bash-completion)", tool)
+				t.Fatalf("%s is missing: .ci/run installs it (Debian packages man-db, rpm, rpmlint, bash-completion, ansible)", tool)
 			}
-			t.Skipf("%s is missing (Debian packages man-db, rpm, rpmlint, bash-completion): %v", tool, err)
+			t.Skipf("%s is missing (Debian packages man-db, rpm, rpmlint, bash-completion, ansible): %v", tool, err)
 		}
 	}
 }
