@@ -37,20 +37,7 @@ import (
 var binary, workDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sdupdate-crashtest-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	workDir = dir
-	if binary, err = fixture.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(fixture.RunWithBinary(m.Run, func(bin, dir string) { binary, workDir = bin, dir }))
 }
 
 // server serves a site directory made by `sdupdate release` over loopback HTTP. Version files
@@ -183,21 +170,9 @@ func newMachineOn(t *testing.T, root, site string) *machine {
 		must(t, os.WriteFile(p, []byte(data), 0o640))
 	}
 	m.srv = newServer(t, m.site)
-	conf := fmt.Sprintf(`[Source]
-ManifestURL=%s/manifest.json
-AllowUnsigned=yes
-TimeoutSec=10
-Retries=2
-Parallel=4
-
-[Install]
-Directory=%s
-StateDirectory=%s
-KeepSnapshots=3
-
-[Agent]
-Unit=
-`, m.srv.URL, m.install, m.state)
+	conf := fixture.LocalConfig{ManifestURL: m.srv.URL + "/manifest.json", AllowUnsigned: true,
+		Source:    []string{"TimeoutSec=10", "Retries=2", "Parallel=4"},
+		Directory: m.install, State: m.state, KeepSnapshots: 3}.String()
 	must(t, os.WriteFile(m.config, []byte(conf), 0o644))
 	return m
 }

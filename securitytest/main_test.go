@@ -34,19 +34,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sdupdate-securitytest-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if binary, err = fixture.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(fixture.RunWithBinary(m.Run, func(bin, _ string) { binary = bin }))
 }
 
 // needMinisign skips without the minisign CLI, except in CI where a missing tool must fail.
@@ -294,22 +282,13 @@ func readFile(t *testing.T, path string) string {
 func (e *env) writeConfig() {
 	e.t.Helper()
 	c := e.cfg
-	var b strings.Builder
-	b.WriteString("[Source]\n")
 	u := c.manifestURL
 	if u == "" {
 		u = e.srv.URL + "/manifest.json"
 	}
-	fmt.Fprintf(&b, "ManifestURL=%s\n", u)
 	keys := c.publicKeys
 	if keys == nil && !c.noKeys {
 		keys = []string{e.key.line}
-	}
-	for _, k := range keys {
-		fmt.Fprintf(&b, "PublicKey=%s\n", k)
-	}
-	if c.allowUnsigned {
-		b.WriteString("AllowUnsigned=yes\n")
 	}
 	timeout := c.timeout
 	if timeout == "" {
@@ -319,10 +298,10 @@ func (e *env) writeConfig() {
 	if retries == 0 {
 		retries = 2
 	}
-	fmt.Fprintf(&b, "TimeoutSec=%s\nRetries=%d\nParallel=2\n", timeout, retries)
-	fmt.Fprintf(&b, "\n[Install]\nDirectory=%s\nStateDirectory=%s\nKeepSnapshots=3\n", e.install, e.state)
-	b.WriteString("\n[Agent]\nUnit=\n")
-	writeFile(e.t, e.conf, b.String(), 0o644)
+	conf := fixture.LocalConfig{ManifestURL: u, PublicKeys: keys, AllowUnsigned: c.allowUnsigned,
+		Source:    []string{"TimeoutSec=" + timeout, fmt.Sprintf("Retries=%d", retries), "Parallel=2"},
+		Directory: e.install, State: e.state, KeepSnapshots: 3}
+	writeFile(e.t, e.conf, conf.String(), 0o644)
 }
 
 // result is one run of the binary.

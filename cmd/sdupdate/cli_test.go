@@ -23,18 +23,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sdupdate-cli-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if binary, err = fixture.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(fixture.RunWithBinary(m.Run, func(bin, _ string) { binary = bin }))
 }
 
 type result struct {
@@ -82,21 +71,19 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) writeConf(t *testing.T, extra string) {
 	t.Helper()
-	conf := fmt.Sprintf(`[Source]
-ManifestURL=file://%s/manifest.json
-AllowUnsigned=yes
-
-[Install]
-Directory=%s
-StateDirectory=%s
-KeepSnapshots=3
-
-[Agent]
-Unit=
-%s`, e.site, e.install, e.state, extra)
+	conf := fixture.LocalConfig{ManifestURL: "file://" + e.site + "/manifest.json", AllowUnsigned: true,
+		Directory: e.install, State: e.state, KeepSnapshots: 3, Agent: lines(extra)}.String()
 	if err := os.WriteFile(e.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// lines splits extra configuration into its lines; "" is none.
+func lines(extra string) []string {
+	if extra == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(extra, "\n"), "\n")
 }
 
 // build writes a version's files under root/build-V and returns the directory.
