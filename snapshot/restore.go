@@ -265,30 +265,8 @@ func (s *Store) removeName(name string, keepDirs, touched map[string]bool) error
 func (s *Store) place(m *Meta, f FileMeta, touched map[string]bool) error {
 	target := s.installPath(f.Name)
 	dir := filepath.Dir(target)
-	k, blocker, err := inspect(s.Fs, s.InstallDir, f.Name)
-	if err != nil {
+	if err := s.makeWay(f.Name, touched); err != nil {
 		return err
-	}
-	if blocker != "" {
-		return fmt.Errorf("cannot restore %s: %s is a file where a directory must be: %w", target, s.installPath(blocker), fsutil.ErrUnsafePath)
-	}
-	if k == fsutil.Dir {
-		gone, err := fsutil.RemoveIfEmptyDir(s.Fs, target)
-		if err != nil {
-			return err
-		}
-		if !gone {
-			return fmt.Errorf("cannot restore %s: a directory that is not empty is in the way: %w", target, fsutil.ErrUnsafePath)
-		}
-		touched[dir] = true
-	}
-	created, err := fsutil.MkdirsUnder(s.Fs, s.InstallDir, path.Dir(f.Name), 0o755)
-	for _, d := range created {
-		touched[d] = true
-		touched[filepath.Dir(d)] = true
-	}
-	if err != nil {
-		return fmt.Errorf("cannot restore %s: %w", target, err)
 	}
 	exists, err := fsutil.CheckPath(s.Fs, s.InstallDir, f.Name)
 	if err != nil {
@@ -334,6 +312,38 @@ func (s *Store) place(m *Meta, f FileMeta, touched map[string]bool) error {
 		if err := s.Fs.Remove(tmp); err != nil {
 			return fmt.Errorf("cannot remove %s: %w", tmp, err)
 		}
+	}
+	return nil
+}
+
+// makeWay readies the install for the file name: an empty directory in its place goes (precheck
+// refused one that is not empty), and its missing directories are made.
+func (s *Store) makeWay(name string, touched map[string]bool) error {
+	target := s.installPath(name)
+	k, blocker, err := inspect(s.Fs, s.InstallDir, name)
+	if err != nil {
+		return err
+	}
+	if blocker != "" {
+		return fmt.Errorf("cannot restore %s: %s is a file where a directory must be: %w", target, s.installPath(blocker), fsutil.ErrUnsafePath)
+	}
+	if k == fsutil.Dir {
+		gone, err := fsutil.RemoveIfEmptyDir(s.Fs, target)
+		if err != nil {
+			return err
+		}
+		if !gone {
+			return fmt.Errorf("cannot restore %s: a directory that is not empty is in the way: %w", target, fsutil.ErrUnsafePath)
+		}
+		touched[filepath.Dir(target)] = true
+	}
+	created, err := fsutil.MkdirsUnder(s.Fs, s.InstallDir, path.Dir(name), 0o755)
+	for _, d := range created {
+		touched[d] = true
+		touched[filepath.Dir(d)] = true
+	}
+	if err != nil {
+		return fmt.Errorf("cannot restore %s: %w", target, err)
 	}
 	return nil
 }

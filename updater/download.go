@@ -68,10 +68,8 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	if err := e.Fs.MkdirAll(rec.StagingDir, 0o700); err != nil {
 		return nil, &localError{fmt.Errorf("cannot create staging directory %s: %w", rec.StagingDir, err)}
 	}
-	bytes, files := p.DownloadBytes()
-	var progress Progress
-	if e.NewProgress != nil && files > 0 {
-		progress = e.NewProgress(files, bytes)
+	progress := e.progressFor(p)
+	if progress != nil {
 		defer progress.Done()
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -125,6 +123,15 @@ feed:
 		return nil, &localError{err}
 	}
 	return got, nil
+}
+
+// progressFor is the progress bar of p's downloads, or nil.
+func (e *Engine) progressFor(p *Plan) Progress {
+	bytes, files := p.DownloadBytes()
+	if e.NewProgress == nil || files == 0 {
+		return nil
+	}
+	return e.NewProgress(files, bytes)
 }
 
 // stageOne produces one verified staging file, trying up to Retries times.

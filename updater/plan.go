@@ -158,23 +158,33 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 		c.File.Mode, c.File.HasMode = c.Mode, true
 		p.Changes = append(p.Changes, c)
 	}
-	if installed != nil {
-		for _, f := range installed.Files {
-			if _, keep := next.Lookup(f.Name); keep {
-				continue
-			}
-			exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
-			if err != nil {
-				return nil, withCode(CodeFailed, fmt.Errorf("refusing to remove %q: %w", f.Name, err))
-			}
-			if exists {
-				p.Removes = append(p.Removes, f.Name)
-			}
-		}
-		sort.Strings(p.Removes)
+	if p.Removes, err = e.planRemoves(l, next, installed); err != nil {
+		return nil, err
 	}
 	p.Resolved = &resolved
 	return p, nil
+}
+
+// planRemoves lists, sorted, the files installed lists and next does not that are present.
+func (e *Engine) planRemoves(l *layout, next, installed *manifest.Manifest) ([]string, error) {
+	if installed == nil {
+		return nil, nil
+	}
+	var removes []string
+	for _, f := range installed.Files {
+		if _, keep := next.Lookup(f.Name); keep {
+			continue
+		}
+		exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
+		if err != nil {
+			return nil, withCode(CodeFailed, fmt.Errorf("refusing to remove %q: %w", f.Name, err))
+		}
+		if exists {
+			removes = append(removes, f.Name)
+		}
+	}
+	sort.Strings(removes)
+	return removes, nil
 }
 
 // managedNames is every name either manifest lists: what a snapshot must hold and what a
