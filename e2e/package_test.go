@@ -490,3 +490,54 @@ func requireTools(t *testing.T, tools ...string) {
 		}
 	}
 }
+
+// The version build.sh takes from git, in a clone whose history gets tags as a release would:
+// the tag itself on a tagged commit, <tag>+dev.<time>.<commit> after it, a pre-release's '-'
+// turned into '~', and a VERSION= neither dpkg nor rpm takes refused.
+func TestPackageVersionFromGit(t *testing.T) {
+	requireTools(t, "git")
+	root, err := fixture.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone := filepath.Join(t.TempDir(), "clone")
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = clone
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t.example", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t.example",
+			"GIT_COMMITTER_DATE=2026-12-24T10:00:00Z")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("git", "clone", "-q", "--no-tags", root, clone).CombinedOutput(); err != nil {
+		t.Fatalf("git clone: %v\n%s", err, out)
+	}
+	version := func(env ...string) (string, error) {
+		cmd := exec.Command("packaging/build.sh", "--version")
+		cmd.Dir = clone
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	want := func(v string, env ...string) {
+		t.Helper()
+		if got, err := version(env...); err != nil || got != v {
+			t.Errorf("build.sh --version (%v) = %q, %v; want %q", env, got, err, v)
+		}
+	}
+
+	git("tag", "v1.2.0")
+	want("1.2.0", "VERSION=")
+	git("commit", "-q", "--allow-empty", "-m", "after 1.2.0")
+	want("1.2.0+dev.20261224100000."+git("rev-parse", "--short=12", "HEAD"), "VERSION=")
+	git("tag", "v1.3.0-rc.1")
+	want("1.3.0~rc.1", "VERSION=")
+	want("1.3.0", "VERSION=1.3.0")
+	if got, err := version("VERSION=1.3.0-1"); err == nil {
+		t.Errorf("build.sh took VERSION=1.3.0-1 (%q): rpm's Version cannot hold a '-'", got)
+	}
+}
