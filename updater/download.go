@@ -17,6 +17,7 @@ import (
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
+	"github.com/sdupdate/sdupdate/manifest"
 )
 
 // MaxLegacyFileSize caps a download whose manifest (the legacy md5 form) declares no size.
@@ -43,7 +44,8 @@ func (e *localError) Unwrap() error { return e.err }
 // body longer than the declared size) are worth another try, and a failure of this machine not.
 func retryable(err error) bool {
 	var le *localError
-	if errors.As(err, &le) {
+	var bad *badSourceError
+	if errors.As(err, &le) || errors.As(err, &bad) {
 		return false
 	}
 	var me *mismatchError
@@ -84,13 +86,14 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	// Each worker writes only the entries of the jobs it took; they are read after wg.Wait.
 	got := make([]verified, len(p.Changes))
 	workers := max(e.Config.Parallel, 1)
+	turns := make(chan struct{}, 1) // large decodes take turns (see bigDecode)
 	e.notify(fmt.Sprintf("downloading 0/%d files", len(p.Changes)))
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], progress)
+				v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], progress, turns)
 				got[i] = v
 				mu.Lock()
 				if err != nil && firstErr == nil {
@@ -134,42 +137,53 @@ func (e *Engine) progressFor(p *Plan) Progress {
 	return e.NewProgress(files, bytes)
 }
 
-// stageOne produces one verified staging file, trying up to Retries times.
-func (e *Engine) stageOne(ctx context.Context, log *logrus.Entry, l *layout, staged, baseURL string, c *Change, progress Progress) (verified, error) {
+// stageOne produces one verified staging file from the cheapest source that works (see
+// stageFromSources), each fetch tried up to Retries times.
+func (e *Engine) stageOne(ctx context.Context, log *logrus.Entry, l *layout, staged, baseURL string, c *Change, progress Progress, turns chan struct{}) (verified, error) {
 	if c.Local {
 		return e.stageLocal(l, staged, c)
 	}
-	u, err := fetch.Join(baseURL, c.File.Name)
-	if err != nil {
-		return verified{}, fmt.Errorf("cannot build URL of %s: %w", c.File.Name, err)
+	if len(c.Sources) == 0 {
+		c.Sources = sourcesFor(manifest.File{Name: c.File.Name, SHA256: c.File.SHA256, Size: c.File.Size}, nil, 0)
 	}
+	return e.stageFromSources(ctx, log, baseURL, c, func(u string, src Source) (verified, error) {
+		return e.withRetries(ctx, log, c, src, func() (verified, error) {
+			switch {
+			case src.Kind != SourceFile:
+				return e.decodeTo(ctx, l, u, staged, c, src, progress, turns)
+			case c.Resume:
+				return e.fetchResumable(ctx, l, u, staged, c, progress)
+			default:
+				return e.fetchTo(ctx, u, staged, c, progress)
+			}
+		})
+	})
+}
+
+// withRetries runs try up to Retries times while its error is one that trying again may cure.
+func (e *Engine) withRetries(ctx context.Context, log *logrus.Entry, c *Change, src Source, try func() (verified, error)) (verified, error) {
 	tries := max(e.Config.Retries, 1)
 	delay := e.RetryDelay
 	if delay == 0 {
 		delay = 200 * time.Millisecond
 	}
-	for try := 1; ; try++ {
-		var v verified
-		if c.Resume {
-			v, err = e.fetchResumable(ctx, l, u, staged, c, progress)
-		} else {
-			v, err = e.fetchTo(ctx, u, staged, c, progress)
-		}
+	for n := 1; ; n++ {
+		v, err := try()
 		if err == nil {
-			log.WithFields(logrus.Fields{"file": c.File.Name, "try": try}).Debug("file verified")
+			log.WithFields(logrus.Fields{"file": c.File.Name, "source": string(src.Kind), "try": n}).Debug("file verified")
 			return v, nil
 		}
 		if ctx.Err() != nil {
 			return verified{}, ctx.Err()
 		}
-		if !retryable(err) || try >= tries {
-			return verified{}, fmt.Errorf("cannot download %s after %d %s: %w", c.File.Name, try, human.Plural(try, "try", "tries"), err)
+		if !retryable(err) || n >= tries {
+			return verified{}, fmt.Errorf("cannot download %s after %d %s: %w", c.File.Name, n, human.Plural(n, "try", "tries"), err)
 		}
-		log.WithFields(logrus.Fields{"file": c.File.Name, "try": try, "error": err.Error()}).Warn("download failed; fetching it again")
+		log.WithFields(logrus.Fields{"file": c.File.Name, "source": string(src.Kind), "try": n, "error": err.Error()}).Warn("download failed; fetching it again")
 		select {
 		case <-ctx.Done():
 			return verified{}, ctx.Err()
-		case <-time.After(delay * time.Duration(try)):
+		case <-time.After(delay * time.Duration(n)):
 		}
 	}
 }

@@ -138,7 +138,7 @@ func (s *site) fileRequests() map[string]int {
 	defer s.mu.Unlock()
 	out := map[string]int{}
 	for p, n := range s.requests {
-		if !strings.HasSuffix(p, "manifest.json") && !strings.HasSuffix(p, ".minisig") {
+		if !strings.HasSuffix(p, "manifest.json") && !strings.HasSuffix(p, "manifest.json.zst") && !strings.HasSuffix(p, ".minisig") {
 			out[p] = n
 		}
 	}

@@ -27,6 +27,18 @@ type Change struct {
 	GID    int
 	// HasOwner is false on filesystems that do not report owners (in-memory tests).
 	HasOwner bool
+	// Sources are the ways to fetch the content, cheapest first, the file itself last; the
+	// first is what the plan counts (none for a Local change).
+	Sources []Source
+}
+
+// Cost is what fetching c is expected to take: the size of its first source (0 when unknown or
+// nothing is fetched).
+func (c *Change) Cost() int64 {
+	if c.Local || len(c.Sources) == 0 {
+		return max(c.File.Size, 0)
+	}
+	return max(c.Sources[0].Want.Size, 0)
 }
 
 // Plan is what an update changes.
@@ -51,19 +63,29 @@ func (p *Plan) Counts() (add, change, remove int) {
 	return add, change, len(p.Removes)
 }
 
-// DownloadBytes is the number of bytes to fetch (legacy entries of unknown size count 0) and how
-// many files are fetched.
+// DownloadBytes is the number of bytes to fetch, each file from its cheapest source (legacy
+// entries of unknown size count 0), and how many files are fetched.
 func (p *Plan) DownloadBytes() (bytes int64, files int) {
-	for _, c := range p.Changes {
-		if c.Local {
+	for i := range p.Changes {
+		if p.Changes[i].Local {
 			continue
 		}
 		files++
-		if c.File.Size > 0 {
-			bytes += c.File.Size
-		}
+		bytes += p.Changes[i].Cost()
 	}
 	return bytes, files
+}
+
+// StagedBytes is how much staging takes on disk: every fetched file whole, whatever form it
+// travels in.
+func (p *Plan) StagedBytes() int64 {
+	var n int64
+	for _, c := range p.Changes {
+		if !c.Local && c.File.Size > 0 {
+			n += c.File.Size
+		}
+	}
+	return n
 }
 
 type installedFile struct {
@@ -108,6 +130,7 @@ func (e *Engine) hashInstalled(path string, withMD5 bool) (*installedFile, error
 // whose path runs through a symlink refuses the whole update before anything is fetched.
 func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.Manifest) (*Plan, error) {
 	p := &Plan{From: versionOf(installed), To: next.Version}
+	onHand := localContent{} // installed content by sha256: the bases deltas can start from
 	resolved := *next
 	resolved.Files = append([]manifest.File(nil), next.Files...)
 	rootInfo, err := e.Fs.Stat(l.install)
@@ -137,6 +160,9 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 				return nil, err
 			}
 			c.UID, c.GID, c.HasOwner = have.uid, have.gid, have.hasOwner
+			if _, known := onHand[have.sha256]; !known {
+				onHand[have.sha256] = baseFile{name: f.Name, size: have.size}
+			}
 			if keepMode {
 				c.Mode = have.mode
 			}
@@ -162,6 +188,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 		return nil, err
 	}
 	p.Resolved = &resolved
+	e.chooseSources(l, p, onHand, installed)
 	return p, nil
 }
 
@@ -185,6 +212,27 @@ func (e *Engine) planRemoves(l *layout, next, installed *manifest.Manifest) ([]s
 	}
 	sort.Strings(removes)
 	return removes, nil
+}
+
+// chooseSources gives every fetched change its sources. Bases are the installed files hashed
+// by the plan and, for a file that moved, the installed manifest's other entries (whose content
+// is checked again when read, like every base).
+func (e *Engine) chooseSources(l *layout, p *Plan, onHand localContent, installed *manifest.Manifest) {
+	if installed != nil && !installed.Legacy {
+		for _, f := range installed.Files {
+			if _, known := onHand[f.SHA256]; known {
+				continue
+			}
+			if exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name); err == nil && exists {
+				onHand[f.SHA256] = baseFile{name: f.Name, size: f.Size}
+			}
+		}
+	}
+	for i := range p.Changes {
+		if c := &p.Changes[i]; !c.Local {
+			c.Sources = sourcesFor(c.File, onHand, e.Config.MaxDeltaFileSize)
+		}
+	}
 }
 
 // managedNames is every name either manifest lists: what a snapshot must hold and what a

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sdupdate/sdupdate/delta"
 	"github.com/sdupdate/sdupdate/fetch"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
@@ -32,7 +33,7 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 	// messages end up in the journal and in `status`.
 	shown := fetch.Redact(c.ManifestURL)
 	log = log.WithField(logging.FieldPhase, logging.PhaseCheck)
-	raw, err := e.Fetcher.Get(ctx, c.ManifestURL, manifest.MaxSize)
+	raw, err := e.getManifest(ctx, log)
 	if err != nil {
 		return nil, err // names the URL and the cause already
 	}
@@ -79,16 +80,42 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 	return &fetched{m: m, raw: raw, baseURL: base}, nil
 }
 
-// signatureURL is <ManifestURL>.minisig, with ".minisig" added to the path, so a mirror that
-// authenticates by query string (…/manifest.json?token=…) serves the signature the same way.
-func signatureURL(manifestURL string) string {
+// getManifest returns the manifest's bytes: decoded from <ManifestURL>.zst when the server has
+// it, else fetched as they are. The signature is over these bytes either way, so a compressed
+// copy that is broken or not there only costs the plain fetch; one that decodes to other bytes
+// fails the signature check like a modified manifest.
+func (e *Engine) getManifest(ctx context.Context, log *logrus.Entry) ([]byte, error) {
+	manifestURL := e.Config.ManifestURL
+	zst, err := e.Fetcher.Get(ctx, siblingURL(manifestURL, ".zst"), manifest.MaxSize)
+	if err == nil {
+		raw, err := delta.DecompressBounded(zst, manifest.MaxSize)
+		if err == nil {
+			log.Debug("manifest fetched compressed")
+			return raw, nil
+		}
+		log.WithField("error", err.Error()).Warn("the compressed manifest is unusable; fetching it uncompressed")
+	} else if ctx.Err() != nil {
+		return nil, err
+	} else if !isNotFound(err) {
+		log.WithField("error", err.Error()).Warn("cannot fetch the compressed manifest; fetching it uncompressed")
+	}
+	return e.Fetcher.Get(ctx, manifestURL, manifest.MaxSize)
+}
+
+// signatureURL is <ManifestURL>.minisig (see siblingURL).
+func signatureURL(manifestURL string) string { return siblingURL(manifestURL, ".minisig") }
+
+// siblingURL is manifestURL with suffix added to the path, so a mirror that authenticates by
+// query string (…/manifest.json?token=…) serves the signature and the compressed copy the same
+// way.
+func siblingURL(manifestURL, suffix string) string {
 	u, err := url.Parse(manifestURL)
 	if err != nil || u.RawQuery == "" {
-		return manifestURL + ".minisig"
+		return manifestURL + suffix
 	}
-	u.Path += ".minisig"
+	u.Path += suffix
 	if u.RawPath != "" {
-		u.RawPath += ".minisig"
+		u.RawPath += suffix
 	}
 	return u.String()
 }

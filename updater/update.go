@@ -158,7 +158,7 @@ func (e *Engine) stageUpdate(ctx context.Context, u *updateRun) error {
 	bytes, files := p.DownloadBytes()
 	u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseDownload, logging.FieldMessageID: logging.MsgUpdateStarted, logging.FieldFrom: human.Version(from), logging.FieldTo: p.To}).
 		Infof("update started: %s -> %s, %d files to download (%s), %d to remove", human.Version(from), p.To, files, human.Bytes(bytes), len(p.Removes))
-	if err := e.checkSpace(u.l, bytes-e.preparePartials(u.l, p)); err != nil {
+	if err := e.checkSpace(u.l, p.StagedBytes()-e.preparePartials(u.l, p)); err != nil {
 		return failIn(logging.PhaseDownload, err)
 	}
 	rec := newUpdateRecord(u, p)

@@ -1,0 +1,178 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sdupdate/sdupdate/delta"
+	"github.com/sdupdate/sdupdate/fetch"
+	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/manifest"
+)
+
+// SourceKind says in which form a file's content is fetched.
+type SourceKind string
+
+const (
+	SourceDelta  SourceKind = "delta"  // a zstd delta from content already on this machine
+	SourceObject SourceKind = "object" // the zstd-compressed content
+	SourceFile   SourceKind = "file"   // the file itself
+)
+
+// Source is one way to fetch a change's content, verified by its own size and sha256 before the
+// result is verified by the file's.
+type Source struct {
+	Kind SourceKind
+	URL  string     // relative to the file base URL, like a name
+	Want delta.Want // the fetched bytes; for SourceFile the file's own (Size -1: legacy, unknown)
+	// A delta's base: the name (below the install directory) of a file that held the content
+	// From when the plan was made; it is checked again when read.
+	BaseName string
+	BaseWant delta.Want
+}
+
+// bigDecode is the size (output plus base) above which decodes take turns: with Parallel
+// workers, several large files decoded at once would each hold their base and window.
+const bigDecode = 16 << 20
+
+// localContent is content this machine already has, by sha256: where to read it.
+type localContent map[string]baseFile
+
+type baseFile struct {
+	name string // below the install directory
+	size int64
+}
+
+// sourcesFor lists the sources of f, cheapest first; the file itself is always last. A delta is
+// listed only when its base is on hand and neither file nor base is over maxDelta; a delta or an
+// object only when it costs less than the sources after it.
+func sourcesFor(f manifest.File, have localContent, maxDelta int64) []Source {
+	plain := Source{Kind: SourceFile, URL: f.Name, Want: delta.Want{SHA256: f.SHA256, Size: f.Size}}
+	if f.SHA256 == "" { // legacy: no sources, size unknown
+		return []Source{plain}
+	}
+	list := []Source{plain}
+	if f.Object != nil && f.Object.Size < f.Size {
+		list = append([]Source{{Kind: SourceObject, URL: f.Object.URL, Want: delta.Want{SHA256: f.Object.SHA256, Size: f.Object.Size}}}, list...)
+	}
+	if f.Size > maxDelta {
+		return list
+	}
+	var deltas []Source
+	for _, d := range f.Deltas {
+		base, ok := have[d.From]
+		if !ok || base.size > maxDelta || d.Size >= list[0].Want.Size {
+			continue
+		}
+		deltas = append(deltas, Source{Kind: SourceDelta, URL: d.URL, Want: delta.Want{SHA256: d.SHA256, Size: d.Size},
+			BaseName: base.name, BaseWant: delta.Want{SHA256: d.From, Size: base.size}})
+	}
+	sort.SliceStable(deltas, func(i, j int) bool { return deltas[i].Want.Size < deltas[j].Want.Size })
+	return append(deltas, list...)
+}
+
+// badSourceError is a source that cannot give the file (it does not verify or decode, or its
+// delta base is gone): the next source is tried, the same one is not fetched again.
+type badSourceError struct{ err error }
+
+func (e *badSourceError) Error() string { return e.err.Error() }
+func (e *badSourceError) Unwrap() error { return e.err }
+
+// stageFromSources tries c's sources in order until one gives the verified content; each is
+// tried as stageWith decides (with retries). Every fallback is logged.
+func (e *Engine) stageFromSources(ctx context.Context, log *logrus.Entry, baseURL string, c *Change,
+	stageWith func(u string, src Source) (verified, error)) (verified, error) {
+	var err error
+	for i, src := range c.Sources {
+		var v verified
+		u, jerr := fetch.Join(baseURL, src.URL)
+		if jerr != nil {
+			err = &badSourceError{fmt.Errorf("cannot build URL of %s %s: %w", c.File.Name, src.Kind, jerr)}
+		} else {
+			v, err = stageWith(u, src)
+		}
+		if err == nil {
+			return v, nil
+		}
+		var le *localError
+		if ctx.Err() != nil || errors.As(err, &le) || i == len(c.Sources)-1 {
+			return verified{}, err
+		}
+		log.WithFields(logrus.Fields{"file": c.File.Name, "source": string(src.Kind), "next": string(c.Sources[i+1].Kind), "error": err.Error()}).
+			Warnf("cannot use the %s of %s; fetching its %s instead", src.Kind, c.File.Name, c.Sources[i+1].Kind)
+	}
+	return verified{}, err
+}
+
+// decodeTo fetches a compressed object or delta from u and decodes it into staged, verified on
+// both sides (see package delta). Decodes of large files take turns.
+func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *Change, src Source, progress Progress, turns chan struct{}) (verified, error) {
+	var base []byte
+	if src.Kind == SourceDelta {
+		var err error
+		if base, err = e.readBase(l, src); err != nil {
+			return verified{}, err
+		}
+	}
+	if c.File.Size+int64(len(base)) > bigDecode && turns != nil {
+		select {
+		case turns <- struct{}{}:
+			defer func() { <-turns }()
+		case <-ctx.Done():
+			return verified{}, ctx.Err()
+		}
+	}
+	body, err := e.Fetcher.Open(ctx, u, src.Want.Size)
+	if err != nil {
+		return verified{}, err
+	}
+	defer body.Close()
+	w, err := fsutil.Create(e.Fs, staged)
+	if err != nil {
+		return verified{}, &localError{err}
+	}
+	defer w.Close()
+	var r io.Reader = body
+	if progress != nil {
+		r = &countingReader{r: body, p: progress}
+	}
+	_, err = delta.Decode(w, r, src.Want, base, delta.Want{SHA256: c.File.SHA256, Size: c.File.Size}, delta.Limits{})
+	var we *delta.WriteError
+	switch {
+	case errors.As(err, &we):
+		return verified{}, &localError{fmt.Errorf("cannot write staging file %s: %w", staged, we.Err)}
+	case errors.Is(err, delta.ErrBadSource):
+		return verified{}, &badSourceError{fmt.Errorf("%s (%s from %s): %w", c.File.Name, src.Kind, fetch.Redact(u), err)}
+	case err != nil:
+		return verified{}, err
+	}
+	if err := w.Commit(stagedAttrs(c)); err != nil {
+		return verified{}, &localError{err}
+	}
+	return verified{sha256: w.SHA256(), size: w.Size()}, nil
+}
+
+// readBase reads a delta's base, only reading: the file is opened read-only and must still be
+// the content the delta was made from.
+func (e *Engine) readBase(l *layout, src Source) ([]byte, error) {
+	if _, err := fsutil.CheckPath(e.Fs, l.install, src.BaseName); err != nil {
+		return nil, &badSourceError{fmt.Errorf("delta base %s: %w", src.BaseName, err)}
+	}
+	p := filepath.Join(l.install, filepath.FromSlash(src.BaseName))
+	f, err := e.Fs.Open(p)
+	if err != nil {
+		return nil, &badSourceError{fmt.Errorf("cannot open delta base %s: %w", p, err)}
+	}
+	defer f.Close()
+	b, err := delta.LoadBase(f, src.BaseWant)
+	if err != nil {
+		return nil, &badSourceError{fmt.Errorf("%s: %w", p, err)}
+	}
+	return b, nil
+}
