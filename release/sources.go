@@ -39,6 +39,7 @@ type earlier struct {
 	dir     string
 	files   map[string]*oldFile // by manifest name
 	byBase  map[string][]*oldFile
+	byStem  map[string][]*oldFile // by directory and base name without digits
 }
 
 type oldFile struct {
@@ -86,7 +87,7 @@ func earlierVersions(fsys afero.Fs, out, version string, k int) ([]*earlier, err
 }
 
 func scanEarlier(fsys afero.Fs, dir, version string) (*earlier, error) {
-	e := &earlier{version: version, dir: dir, files: map[string]*oldFile{}, byBase: map[string][]*oldFile{}}
+	e := &earlier{version: version, dir: dir, files: map[string]*oldFile{}, byBase: map[string][]*oldFile{}, byStem: map[string][]*oldFile{}}
 	err := afero.Walk(fsys, dir, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return fmt.Errorf("cannot read earlier version %s: %w", dir, err)
@@ -106,24 +107,45 @@ func scanEarlier(fsys afero.Fs, dir, version string) (*earlier, error) {
 		e.files[name] = f
 		base := path.Base(name)
 		e.byBase[base] = append(e.byBase[base], f)
+		e.byStem[stem(name)] = append(e.byStem[stem(name)], f)
 		return nil
 	})
 	return e, err
 }
 
-// pair finds the earlier file a new file f continues: the same name, or else the file with the
-// same base name whose size is nearest (a file that moved).
+// pair finds the earlier file a new file f continues: the same name; else, of the files with
+// the same base name (a file that moved), the one whose size is nearest; else, of the files in
+// the same directory whose names differ only in digits (a library named by its version,
+// libdns-9.18.49-1~deb12u1-Debian.so → …u3…), the one whose size is nearest.
 func (e *earlier) pair(f manifest.File) *oldFile {
 	if o, ok := e.files[f.Name]; ok {
 		return o
 	}
+	if o := nearest(e.byBase[path.Base(f.Name)], f.Size); o != nil {
+		return o
+	}
+	return nearest(e.byStem[stem(f.Name)], f.Size)
+}
+
+func nearest(candidates []*oldFile, size int64) *oldFile {
 	var best *oldFile
-	for _, o := range e.byBase[path.Base(f.Name)] {
-		if best == nil || abs(o.size-f.Size) < abs(best.size-f.Size) {
+	for _, o := range candidates {
+		if best == nil || abs(o.size-size) < abs(best.size-size) {
 			best = o
 		}
 	}
 	return best
+}
+
+// stem is name with the digits of its base name removed.
+func stem(name string) string {
+	dir, base := path.Split(name)
+	return dir + strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, base)
 }
 
 func abs(n int64) int64 {

@@ -71,17 +71,19 @@ func TestReleasePublishesObjectsAndDeltas(t *testing.T) {
 	moved := codeLike(2, 100<<10)
 	random := codeLike(3, 50<<10)
 	v1 := map[string]srcFile{
-		"lib/core.so":   {lib, 0o644},
-		"old/plugin.so": {moved, 0o644},
-		"conf.txt":      {"same in every version\n", 0o644},
-		"data.bin":      {random, 0o644},
+		"lib/core.so":                     {lib, 0o644},
+		"old/plugin.so":                   {moved, 0o644},
+		"conf.txt":                        {"same in every version\n", 0o644},
+		"data.bin":                        {random, 0o644},
+		"lib/libdns-9.18.49-1~deb12u1.so": {codeLike(6, 80<<10), 0o644},
 	}
 	release(t, fsys, "1.0.0", v1, 3)
 	v2 := map[string]srcFile{
-		"lib/core.so":   {lib[:1000] + "patched" + lib[1000:], 0o644},
-		"new/plugin.so": {moved[:5000] + "fix" + moved[5000:], 0o644}, // moved and changed
-		"conf.txt":      v1["conf.txt"],
-		"data.bin":      {codeLike(4, 50<<10), 0o644}, // all new: no delta pays
+		"lib/core.so":                     {lib[:1000] + "patched" + lib[1000:], 0o644},
+		"new/plugin.so":                   {moved[:5000] + "fix" + moved[5000:], 0o644}, // moved and changed
+		"conf.txt":                        v1["conf.txt"],
+		"data.bin":                        {codeLike(4, 50<<10), 0o644}, // all new: no delta pays
+		"lib/libdns-9.18.49-1~deb12u1.so": v1["lib/libdns-9.18.49-1~deb12u1.so"],
 	}
 	release(t, fsys, "1.1.0", v2, 3)
 	v3 := map[string]srcFile{
@@ -89,6 +91,8 @@ func TestReleasePublishesObjectsAndDeltas(t *testing.T) {
 		"new/plugin.so": v2["new/plugin.so"],
 		"conf.txt":      v1["conf.txt"],
 		"data.bin":      v2["data.bin"],
+		// renamed with its version, and changed
+		"lib/libdns-9.18.49-1~deb12u3.so": {v1["lib/libdns-9.18.49-1~deb12u1.so"].content + "fix", 0o644},
 	}
 	m := release(t, fsys, "1.2.0", v3, 3)
 
@@ -131,6 +135,12 @@ func TestReleasePublishesObjectsAndDeltas(t *testing.T) {
 		t.Errorf("new/plugin.so: no delta from old/plugin.so of 1.0.0 it moved from; has %+v", plugin.Deltas)
 	} else if got := decodeSource(t, fsys, m, plugin, d.Source, moved); got != v3["new/plugin.so"].content {
 		t.Error("new/plugin.so: delta decodes to other content")
+	}
+	libdns, _ := m.Lookup("lib/libdns-9.18.49-1~deb12u3.so")
+	if d, ok := from(libdns)[sumOf(v1["lib/libdns-9.18.49-1~deb12u1.so"].content)]; !ok || len(libdns.Deltas) != 1 {
+		t.Errorf("libdns renamed with its version: want one delta from the old name's content, got %+v", libdns.Deltas)
+	} else if got := decodeSource(t, fsys, m, libdns, d.Source, v1["lib/libdns-9.18.49-1~deb12u1.so"].content); got != v3["lib/libdns-9.18.49-1~deb12u3.so"].content {
+		t.Error("libdns: delta decodes to other content")
 	}
 	if len(plugin.Deltas) != 1 {
 		t.Errorf("new/plugin.so is the same in 1.1.0: want only the delta from 1.0.0, got %d", len(plugin.Deltas))

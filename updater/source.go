@@ -33,26 +33,9 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 	// messages end up in the journal and in `status`.
 	shown := fetch.Redact(c.ManifestURL)
 	log = log.WithField(logging.FieldPhase, logging.PhaseCheck)
-	raw, err := e.getManifest(ctx, log)
+	raw, err := e.verifiedManifest(ctx, log, shown)
 	if err != nil {
-		return nil, err // names the URL and the cause already
-	}
-	if c.AllowUnsigned {
-		log.Warn("AllowUnsigned=yes: a manifest without a signature is accepted; anyone who can change the server's responses could then choose what is installed")
-	}
-	if e.Verifier != nil {
-		sig, err := e.Fetcher.Get(ctx, signatureURL(c.ManifestURL), 64<<10)
-		switch {
-		case err != nil && c.AllowUnsigned && isNotFound(err):
-			log.Warn("the manifest has no signature; accepted because AllowUnsigned=yes")
-		case err != nil:
-			return nil, fmt.Errorf("refusing manifest %s: cannot fetch its signature %s.minisig (a PublicKey= is configured, so it must be signed): %w", shown, shown, err)
-		default:
-			if err := e.Verifier.Verify(raw, sig); err != nil {
-				return nil, fmt.Errorf("refusing manifest %s: signature check failed: %w", shown, err)
-			}
-			log.Debug("manifest signature verified")
-		}
+		return nil, err
 	}
 	m, err := manifest.Parse(raw)
 	if err != nil {
@@ -80,26 +63,80 @@ func (e *Engine) fetchManifest(ctx context.Context, log *logrus.Entry) (*fetched
 	return &fetched{m: m, raw: raw, baseURL: base}, nil
 }
 
-// getManifest returns the manifest's bytes: decoded from <ManifestURL>.zst when the server has
-// it, else fetched as they are. The signature is over these bytes either way, so a compressed
-// copy that is broken or not there only costs the plain fetch; one that decodes to other bytes
-// fails the signature check like a modified manifest.
-func (e *Engine) getManifest(ctx context.Context, log *logrus.Entry) ([]byte, error) {
-	manifestURL := e.Config.ManifestURL
-	zst, err := e.Fetcher.Get(ctx, siblingURL(manifestURL, ".zst"), manifest.MaxSize)
-	if err == nil {
-		raw, err := delta.DecompressBounded(zst, manifest.MaxSize)
-		if err == nil {
-			log.Debug("manifest fetched compressed")
-			return raw, nil
-		}
-		log.WithField("error", err.Error()).Warn("the compressed manifest is unusable; fetching it uncompressed")
-	} else if ctx.Err() != nil {
-		return nil, err
-	} else if !isNotFound(err) {
-		log.WithField("error", err.Error()).Warn("cannot fetch the compressed manifest; fetching it uncompressed")
+// verifiedManifest returns the manifest's bytes, their signature checked when a PublicKey= is
+// configured. A signed manifest is fetched compressed when the server has manifest.json.zst;
+// the signature is over the uncompressed bytes, so a compressed copy that is broken, or stale
+// beside a manifest put back by hand, costs the plain fetch and nothing else. Unsigned, nothing
+// could tell a stale copy, so the plain manifest is the only one fetched.
+func (e *Engine) verifiedManifest(ctx context.Context, log *logrus.Entry, shown string) ([]byte, error) {
+	c := e.Config
+	if c.AllowUnsigned {
+		log.Warn("AllowUnsigned=yes: a manifest without a signature is accepted; anyone who can change the server's responses could then choose what is installed")
 	}
-	return e.Fetcher.Get(ctx, manifestURL, manifest.MaxSize)
+	var raw []byte
+	if e.Verifier != nil {
+		raw = e.compressedManifest(ctx, log)
+	}
+	compressed := raw != nil
+	plain := func() error {
+		var err error
+		raw, err = e.Fetcher.Get(ctx, c.ManifestURL, manifest.MaxSize)
+		compressed = false
+		return err // names the URL and the cause already
+	}
+	if !compressed {
+		if err := plain(); err != nil {
+			return nil, err
+		}
+	}
+	if e.Verifier == nil {
+		return raw, nil
+	}
+	sig, err := e.Fetcher.Get(ctx, signatureURL(c.ManifestURL), 64<<10)
+	switch {
+	case err != nil && c.AllowUnsigned && isNotFound(err):
+		log.Warn("the manifest has no signature; accepted because AllowUnsigned=yes")
+		if compressed { // what is accepted unsigned is the manifest itself, not a copy
+			if err := plain(); err != nil {
+				return nil, err
+			}
+		}
+		return raw, nil
+	case err != nil:
+		return nil, fmt.Errorf("refusing manifest %s: cannot fetch its signature %s.minisig (a PublicKey= is configured, so it must be signed): %w", shown, shown, err)
+	}
+	err = e.Verifier.Verify(raw, sig)
+	if err != nil && compressed {
+		log.Warn("the compressed manifest does not match the signature; fetching it uncompressed")
+		if err := plain(); err != nil {
+			return nil, err
+		}
+		err = e.Verifier.Verify(raw, sig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("refusing manifest %s: signature check failed: %w", shown, err)
+	}
+	log.Debug("manifest signature verified")
+	return raw, nil
+}
+
+// compressedManifest returns the bytes <ManifestURL>.zst decodes to, or nil when it is not
+// there or unusable (said in the log).
+func (e *Engine) compressedManifest(ctx context.Context, log *logrus.Entry) []byte {
+	zst, err := e.Fetcher.Get(ctx, siblingURL(e.Config.ManifestURL, ".zst"), manifest.MaxSize)
+	if err != nil {
+		if !isNotFound(err) && ctx.Err() == nil {
+			log.WithField("error", err.Error()).Warn("cannot fetch the compressed manifest; fetching it uncompressed")
+		}
+		return nil
+	}
+	raw, err := delta.DecompressBounded(zst, manifest.MaxSize)
+	if err != nil {
+		log.WithField("error", err.Error()).Warn("the compressed manifest is unusable; fetching it uncompressed")
+		return nil
+	}
+	log.Debug("manifest fetched compressed")
+	return raw
 }
 
 // signatureURL is <ManifestURL>.minisig (see siblingURL).

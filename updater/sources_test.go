@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"aead.dev/minisign"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/spf13/afero"
@@ -20,6 +21,7 @@ import (
 	"github.com/sdupdate/sdupdate/delta"
 	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/release"
+	"github.com/sdupdate/sdupdate/sign"
 )
 
 func TestSourcesForOrder(t *testing.T) {
@@ -74,6 +76,7 @@ func withObjectSize(f manifest.File, size int64) manifest.File {
 type pubSite struct {
 	*httptest.Server
 	fs       afero.Fs
+	verifier *sign.Verifier // for the key the releases are signed with
 	mu       sync.Mutex
 	requests map[string]int
 	replace  map[string][]byte // path → body served instead (nil body: 404)
@@ -81,6 +84,17 @@ type pubSite struct {
 
 func newPubSite(t *testing.T) *pubSite {
 	s := &pubSite{fs: afero.NewMemMapFs(), requests: map[string]int{}, replace: map[string][]byte{}}
+	pub, priv, err := minisign.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyText, _ := priv.MarshalText()
+	if err := afero.WriteFile(s.fs, "/keys/sec", keyText, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s.verifier, err = sign.NewVerifier([]string{pub.String()}); err != nil {
+		t.Fatal(err)
+	}
 	files := http.FileServer(afero.NewHttpFs(s.fs).Dir("/site"))
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -112,7 +126,7 @@ func (s *pubSite) release(t *testing.T, version string, files map[string]string)
 			t.Fatal(err)
 		}
 	}
-	if _, err := release.Run(s.fs, release.Options{From: from, Out: "/site", Version: version, Deltas: 3}); err != nil {
+	if _, err := release.Run(s.fs, release.Options{From: from, Out: "/site", Version: version, Deltas: 3, SignKey: "/keys/sec"}); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := afero.ReadFile(s.fs, "/site/manifest.json")
@@ -176,7 +190,9 @@ func deltaEngine(t *testing.T, s *pubSite) (*Engine, afero.Fs, *test.Hook) {
 	fsys := afero.NewMemMapFs()
 	cfg := testConfig(&site{Server: s.Server})
 	cfg.MaxDeltaFileSize = 128 << 20
+	cfg.AllowUnsigned = false
 	e := newEngine(fsys, cfg, nil)
+	e.Verifier = s.verifier
 	hook := test.NewLocal(e.Log)
 	return e, fsys, hook
 }
@@ -361,32 +377,68 @@ func TestChangedBaseFallsBack(t *testing.T) {
 }
 
 func TestCompressedManifest(t *testing.T) {
-	s := newPubSite(t)
-	v1, _ := agentVersions()
-	s.release(t, "1.0.0", v1)
-	e, fsys, _ := deltaEngine(t, s)
-	s.replace["/manifest.json"] = []byte("{not the manifest")
-	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
-		t.Fatalf("with manifest.json.zst served: %v", err)
+	v1, v2 := agentVersions()
+	warned := func(hook *test.Hook, what string) bool {
+		for _, entry := range hook.AllEntries() {
+			if entry.Level == logrus.WarnLevel && strings.Contains(entry.Message, what) {
+				return true
+			}
+		}
+		return false
 	}
-	installed(t, fsys, v1)
-
-	// A broken compressed copy costs the plain fetch, with a warning.
-	s2 := newPubSite(t)
-	s2.release(t, "1.0.0", v1)
-	e2, _, hook := deltaEngine(t, s2)
-	s2.replace["/manifest.json.zst"] = []byte("garbage")
-	if _, err := e2.Update(context.Background(), UpdateOptions{}); err != nil {
-		t.Fatalf("with a broken manifest.json.zst: %v", err)
-	}
-	if s2.requests["/manifest.json"] != 1 {
-		t.Errorf("plain manifest fetched %d times, want 1", s2.requests["/manifest.json"])
-	}
-	warned := false
-	for _, entry := range hook.AllEntries() {
-		warned = warned || (entry.Level == logrus.WarnLevel && strings.Contains(entry.Message, "compressed manifest"))
-	}
-	if !warned {
-		t.Error("no warning about the broken compressed manifest")
-	}
+	t.Run("used when there", func(t *testing.T) {
+		s := newPubSite(t)
+		s.release(t, "1.0.0", v1)
+		e, fsys, _ := deltaEngine(t, s)
+		s.replace["/manifest.json"] = []byte("{not the manifest")
+		if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+			t.Fatalf("with manifest.json.zst served: %v", err)
+		}
+		installed(t, fsys, v1)
+	})
+	t.Run("broken: the plain one, with a warning", func(t *testing.T) {
+		s := newPubSite(t)
+		s.release(t, "1.0.0", v1)
+		e, fsys, hook := deltaEngine(t, s)
+		s.replace["/manifest.json.zst"] = []byte("garbage")
+		if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+			t.Fatalf("with a broken manifest.json.zst: %v", err)
+		}
+		installed(t, fsys, v1)
+		if s.requests["/manifest.json"] != 1 || !warned(hook, "compressed manifest is unusable") {
+			t.Errorf("plain manifest fetched %d times, want 1, with a warning", s.requests["/manifest.json"])
+		}
+	})
+	t.Run("stale beside a manifest put back by hand: the plain one", func(t *testing.T) {
+		s := newPubSite(t)
+		s.release(t, "1.0.0", v1)
+		old := map[string][]byte{}
+		for _, name := range []string{"/manifest.json", "/manifest.json.minisig"} {
+			old[name], _ = afero.ReadFile(s.fs, "/site"+name)
+		}
+		s.release(t, "1.1.0", v2)
+		for name, data := range old {
+			s.replace[name] = data // 1.0.0 offered again; manifest.json.zst is 1.1.0's
+		}
+		e, fsys, hook := deltaEngine(t, s)
+		if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		installed(t, fsys, v1)
+		if !warned(hook, "does not match the signature") {
+			t.Error("no warning about the stale compressed manifest")
+		}
+	})
+	t.Run("unsigned: never fetched", func(t *testing.T) {
+		s := newPubSite(t)
+		s.release(t, "1.0.0", v1)
+		e, _, _ := deltaEngine(t, s)
+		e.Verifier, e.Config.AllowUnsigned = nil, true
+		if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if s.requests["/manifest.json.zst"] != 0 {
+			t.Error("manifest.json.zst fetched without a key to tell a stale copy")
+		}
+	})
 }
