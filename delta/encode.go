@@ -7,10 +7,28 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// Level is the encoder level the publisher uses for objects and deltas. Publishing runs once
-// per release and decoding speed hardly depends on the level, so the best ratio is worth the
-// time; the figures behind the choice are in the README (bench).
-const Level = zstd.SpeedBestCompression
+// The encoder levels of objects and deltas. Decoding speed hardly depends on the level, so only
+// the publisher's time is traded against bytes. Measured on two real patch releases (1,128
+// changed files, 52 MiB): the best level makes deltas 25 % smaller than the next one, worth its
+// 5× time; for objects it saves 4 %, not worth it.
+const (
+	ObjectLevel = zstd.SpeedBetterCompression
+	DeltaLevel  = zstd.SpeedBestCompression
+)
+
+// Compressible says whether sample (the first MiB of a file, say) is worth compressing: whether
+// the fastest level saves at least 3 % of it. Compressed or encrypted content is not, and the
+// publisher is spared compressing it whole.
+func Compressible(sample []byte) bool {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		zstd.WithAllLitEntropyCompression(true))
+	if err != nil {
+		return true
+	}
+	defer enc.Close()
+	out := enc.EncodeAll(sample, nil)
+	return int64(len(out))*100 < int64(len(sample))*97
+}
 
 // Encode writes src (size bytes) zstd-compressed to dst; with a base, as a delta against it (the
 // base as a raw dictionary, which the reference decoder reads as `zstd -d --patch-from=BASE`).
@@ -26,11 +44,16 @@ func Encode(dst io.Writer, src io.Reader, size int64, base []byte) error {
 	for int64(window) < larger && window < zstd.MaxWindowSize {
 		window *= 2
 	}
+	level := ObjectLevel
+	if base != nil {
+		level = DeltaLevel
+	}
 	opts := []zstd.EOption{
-		zstd.WithEncoderLevel(Level),
+		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(window),
 		zstd.WithEncoderCRC(true),
+		zstd.WithAllLitEntropyCompression(true), // text with few repeats still compresses
 	}
 	if base != nil {
 		opts = append(opts, zstd.WithEncoderDictRaw(0, base))

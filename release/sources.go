@@ -165,31 +165,13 @@ func publishSources(fsys afero.Fs, dir string, files []manifest.File, bases []*e
 	}
 	for i := range files {
 		f := &files[i]
-		src := filepath.Join(dir, filepath.FromSlash(f.Name))
-		content, err := readSmall(fsys, src, f.Size)
+		content, err := readSmall(fsys, filepath.Join(dir, filepath.FromSlash(f.Name)), f.Size)
 		if err != nil {
 			return err
 		}
-		obj, err := writeSource(fsys, objDir, func(w io.Writer) error {
-			if content != nil {
-				return delta.Encode(w, bytes.NewReader(content), f.Size, nil)
-			}
-			in, err := fsys.Open(src)
-			if err != nil {
-				return err
-			}
-			defer in.Close()
-			return delta.Encode(w, in, f.Size, nil)
-		})
+		bar, err := publishObject(fsys, dir, objDir, f, content)
 		if err != nil {
-			return fmt.Errorf("cannot compress %s: %w", src, err)
-		}
-		bar := f.Size
-		if obj.Size < f.Size {
-			f.Object = obj
-			bar = obj.Size
-		} else if err := fsys.Remove(filepath.Join(dir, filepath.FromSlash(obj.URL))); err != nil {
-			return fmt.Errorf("cannot remove an object larger than its file: %w", err)
+			return err
 		}
 		if content == nil {
 			continue
@@ -199,6 +181,50 @@ func publishSources(fsys afero.Fs, dir string, files []manifest.File, bases []*e
 		}
 	}
 	return fsutil.SyncDir(fsys, objDir)
+}
+
+// publishObject writes f's compressed object and lists it when smaller than the file. It returns
+// what a delta must beat: the object's size, or the file's when there is no object. A file
+// whose first MiB does not compress gets none, without compressing the rest.
+func publishObject(fsys afero.Fs, dir, objDir string, f *manifest.File, content []byte) (int64, error) {
+	src := filepath.Join(dir, filepath.FromSlash(f.Name))
+	open := func() (io.ReadCloser, error) {
+		if content != nil {
+			return io.NopCloser(bytes.NewReader(content)), nil
+		}
+		return fsys.Open(src)
+	}
+	in, err := open()
+	if err != nil {
+		return 0, fmt.Errorf("cannot read %s: %w", src, err)
+	}
+	sample, err := io.ReadAll(io.LimitReader(in, 1<<20))
+	in.Close()
+	if err != nil {
+		return 0, fmt.Errorf("cannot read %s: %w", src, err)
+	}
+	if !delta.Compressible(sample) {
+		return f.Size, nil
+	}
+	obj, err := writeSource(fsys, objDir, func(w io.Writer) error {
+		in, err := open()
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		return delta.Encode(w, in, f.Size, nil)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cannot compress %s: %w", src, err)
+	}
+	if obj.Size < f.Size {
+		f.Object = obj
+		return obj.Size, nil
+	}
+	if err := fsys.Remove(filepath.Join(dir, filepath.FromSlash(obj.URL))); err != nil {
+		return 0, fmt.Errorf("cannot remove an object larger than its file: %w", err)
+	}
+	return f.Size, nil
 }
 
 // publishDeltas adds f's deltas from each earlier version's content of it, newest first.
