@@ -223,8 +223,12 @@ func (e *Engine) chooseSources(l *layout, p *Plan, onHand localContent, installe
 			if _, known := onHand[f.SHA256]; known {
 				continue
 			}
-			if exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name); err == nil && exists {
-				onHand[f.SHA256] = baseFile{name: f.Name, size: f.Size}
+			if exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name); err != nil || !exists {
+				continue
+			}
+			// The size is the file's, not the state file's: it bounds what reading the base takes.
+			if fi, err := e.Fs.Stat(filepath.Join(l.install, filepath.FromSlash(f.Name))); err == nil && fi.Mode().IsRegular() {
+				onHand[f.SHA256] = baseFile{name: f.Name, size: fi.Size()}
 			}
 		}
 	}

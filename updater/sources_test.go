@@ -175,13 +175,14 @@ func agentVersions() (v1, v2 map[string]string) {
 		}
 		return string(b)
 	}
-	bin, lib := blob(300<<10), blob(120<<10)
-	v1 = map[string]string{"bin/sd-agent": bin, "lib/core.so": lib, "VERSION": "1.0.0\n"}
+	bin, lib, dns := blob(300<<10), blob(120<<10), blob(80<<10)
+	v1 = map[string]string{"bin/sd-agent": bin, "lib/core.so": lib, "VERSION": "1.0.0\n", "lib/libdns-1.0.0.so": dns}
 	v2 = map[string]string{
-		"bin/sd-agent": bin[:5000] + "patched" + bin[5000:],
-		"lib/core.so":  lib + "one more function",
-		"VERSION":      "1.1.0\n",
-		"lib/new.so":   blob(50 << 10),
+		"bin/sd-agent":        bin[:5000] + "patched" + bin[5000:],
+		"lib/core.so":         lib + "one more function",
+		"VERSION":             "1.1.0\n",
+		"lib/new.so":          blob(50 << 10),
+		"lib/libdns-1.1.0.so": dns + "renamed with its version, and fixed", // the base is the old name's content
 	}
 	return v1, v2
 }
@@ -217,7 +218,7 @@ func TestUpdateUsesDeltasObjectsAndFiles(t *testing.T) {
 	}
 	installed(t, fsys, v1)
 	// A first install has nothing to start from: objects where they pay, files where not.
-	if got, want := s.fetchedKinds(m1), map[string][]string{"bin/sd-agent": {"object"}, "lib/core.so": {"object"}, "VERSION": {"file"}}; !reflect.DeepEqual(got, want) {
+	if got, want := s.fetchedKinds(m1), map[string][]string{"bin/sd-agent": {"object"}, "lib/core.so": {"object"}, "VERSION": {"file"}, "lib/libdns-1.0.0.so": {"object"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("first install fetched %v, want %v", got, want)
 	}
 
@@ -256,7 +257,8 @@ func TestUpdateUsesDeltasObjectsAndFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	installed(t, fsys, v2)
-	wantKinds := map[string][]string{"bin/sd-agent": {"delta"}, "lib/core.so": {"delta"}, "VERSION": {"file"}, "lib/new.so": {"object"}}
+	wantKinds := map[string][]string{"bin/sd-agent": {"delta"}, "lib/core.so": {"delta"}, "VERSION": {"file"}, "lib/new.so": {"object"},
+		"lib/libdns-1.1.0.so": {"delta"}}
 	if got := s.fetchedKinds(m2); !reflect.DeepEqual(got, wantKinds) {
 		t.Errorf("update fetched %v, want %v", got, wantKinds)
 	}
