@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,6 +22,7 @@ import (
 	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/faultfs"
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/statindex"
 )
 
 // The crash fixture: from 1.0.0 to 1.1.0 one file changes, one changes mode only, one is
@@ -332,9 +334,10 @@ func TestFaultSweep(t *testing.T) {
 func sweep(t *testing.T, c sweepCase, crash bool) {
 	s := newSite(t)
 	ctx := context.Background()
-	immediate, recovered, phases := tally{}, tally{}, tally{}
+	immediate, recovered, phases, damage := tally{}, tally{}, tally{}, tally{}
 	for n := 1; ; n++ {
 		base, agent, cfg := freshMachine(t, c, s)
+		damage[damageIndex(t, base, uint64(n))]++
 		ffs := faultfs.New(base)
 		ffs.FailAt(n, crash)
 		_, err := c.act(ctx, engineOn(ffs, cfg, agent))
@@ -347,8 +350,8 @@ func sweep(t *testing.T, c sweepCase, crash bool) {
 			if v := settledState(t, engineOn(base, cfg, agent), []string{c.done}); v != c.done {
 				t.Fatalf("untouched run left %s", v)
 			}
-			t.Logf("swept N = 1..%d (%d operations); right after the failure: %v; journal phase at the failure: %v; after recovery: %v",
-				n-1, ffs.Ops(), immediate, phases, recovered)
+			t.Logf("swept N = 1..%d (%d operations); right after the failure: %v; journal phase at the failure: %v; after recovery: %v; stat index before the run: %v",
+				n-1, ffs.Ops(), immediate, phases, recovered, damage)
 			return
 		}
 		if n > 5000 {
@@ -396,10 +399,12 @@ func sweep(t *testing.T, c sweepCase, crash bool) {
 			t.Errorf("N=%d: install is %s but the agent runs %s", n, v, agent.runs())
 		}
 
-		// And the machine is usable: an update to the new version goes through.
+		// And the machine is usable: an update to the new version goes through, whatever
+		// became of the stat index.
 		if agent != nil {
 			agent.bad = ""
 		}
+		damageIndex(t, base, uint64(n)+1<<32)
 		if _, err := re.Update(ctx, UpdateOptions{}); err != nil {
 			t.Errorf("N=%d: update after recovery: %v", n, err)
 		}
@@ -410,6 +415,49 @@ func sweep(t *testing.T, c sweepCase, crash bool) {
 			t.Fatalf("stopped at N=%d (crash=%v): the run returned exit %d: %v", n, crash, code, err)
 		}
 	}
+}
+
+// damageIndex does one thing, chosen by seed, to the stat index on fsys, as a bad disk, a
+// stray edit or a bug might: nothing, remove it, cut it, change a byte, make it describe
+// another installed manifest, or give every entry other stats and sums (checksum intact). Each
+// must cost at most a hash of every file. It returns what it did.
+func damageIndex(t *testing.T, fsys afero.Fs, seed uint64) string {
+	t.Helper()
+	path := filepath.Join(stateDir, "stat-index")
+	data, err := afero.ReadFile(fsys, path)
+	if err != nil || len(data) == 0 {
+		return "absent"
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x1d))
+	kinds := []string{"kept", "removed", "cut", "byte changed", "stale", "other stats"}
+	kind := kinds[rng.IntN(len(kinds))]
+	switch kind {
+	case "removed":
+		err = fsys.Remove(path)
+	case "cut":
+		err = afero.WriteFile(fsys, path, data[:rng.IntN(len(data))], 0o600)
+	case "byte changed":
+		data[rng.IntN(len(data))] ^= byte(1 + rng.IntN(255))
+		err = afero.WriteFile(fsys, path, data, 0o600)
+	case "stale", "other stats":
+		x, lerr := statindex.Load(fsys, path)
+		if lerr != nil {
+			return "left damaged" // by an earlier call, and not rewritten since
+		}
+		if kind == "stale" {
+			x.Installed = strings.Repeat("0", 64)
+		}
+		for _, name := range x.Names() {
+			if kind == "other stats" {
+				x.Set(name, statindex.Stat{Size: rng.Int64N(100), Mtime: rng.Int64(), Ino: rng.Uint64()}, fmt.Sprintf("%064x", rng.Uint64()))
+			}
+		}
+		err = x.Save(fsys, path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kind
 }
 
 // cloneFs copies a machine's disk, so one interrupted state can be recovered many times.

@@ -17,6 +17,7 @@ import (
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/statindex"
 	"github.com/sdupdate/sdupdate/systemd"
 )
 
@@ -67,6 +68,7 @@ type Engine struct {
 	RetryDelay  time.Duration                         // pause between tries of one file; 0: 200ms
 	HookApplied func(r *Record)                       // tests: called after apply, before restart
 	lay         *layout                               // resolved once per run
+	index       *statindex.Index                      // the stat index an update wrote, refreshed after pruning
 }
 
 func (e *Engine) now() time.Time {

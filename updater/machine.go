@@ -221,6 +221,9 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 			log.WithError(perr).Warn("cannot prune old snapshots")
 		} else if len(removed) > 0 {
 			log.WithField(logging.FieldPhase, logging.PhaseSnapshot).Debugf("pruned snapshots %v", removed)
+			// Their hard links are gone: the ctime of the installed files they linked changed.
+			e.refreshIndex(l, e.index)
+			e.saveIndex(l, e.index)
 		}
 	}
 	if rec.StagingDir != "" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/statindex"
 )
 
 // Change is one file the update writes.
@@ -49,6 +50,9 @@ type Plan struct {
 	// Resolved is the new manifest as it will be recorded: legacy entries get the sha256 and size
 	// of what was verified, and every entry its final mode.
 	Resolved *manifest.Manifest
+	// Index holds the stat and sha256 of every installed file the plan looked at (trusted from
+	// the old index or hashed): after apply, the stat index of the new version.
+	Index *statindex.Index
 }
 
 // Counts returns how many files are added, changed and removed.
@@ -96,16 +100,17 @@ type installedFile struct {
 	hasOwner    bool
 }
 
-// hashInstalled reads an installed file once, in small chunks.
-func (e *Engine) hashInstalled(path string, withMD5 bool) (*installedFile, error) {
+// hashInstalled reads an installed file once, in large chunks. st is the file's stat before it
+// was read, stable whether it was the same after: only then may an index remember the hash.
+func (e *Engine) hashInstalled(path string, withMD5 bool) (have *installedFile, st statindex.Stat, stable bool, err error) {
 	f, err := e.Fs.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open installed file %s: %w", path, err)
+		return nil, st, false, fmt.Errorf("cannot open installed file %s: %w", path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("cannot stat installed file %s: %w", path, err)
+		return nil, st, false, fmt.Errorf("cannot stat installed file %s: %w", path, err)
 	}
 	hs := sha256.New()
 	var w io.Writer = hs
@@ -113,23 +118,51 @@ func (e *Engine) hashInstalled(path string, withMD5 bool) (*installedFile, error
 	if withMD5 {
 		w = io.MultiWriter(hs, hm)
 	}
-	n, err := io.CopyBuffer(w, f, make([]byte, 64<<10))
+	n, err := copyChunks(w, f)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read installed file %s: %w", path, err)
+		return nil, st, false, fmt.Errorf("cannot read installed file %s: %w", path, err)
 	}
-	st := &installedFile{sha256: hex.EncodeToString(hs.Sum(nil)), size: n, mode: fi.Mode().Perm()}
+	have = &installedFile{sha256: hex.EncodeToString(hs.Sum(nil)), size: n, mode: fi.Mode().Perm()}
 	if withMD5 {
-		st.md5 = hex.EncodeToString(hm.Sum(nil))
+		have.md5 = hex.EncodeToString(hm.Sum(nil))
 	}
-	st.uid, st.gid, st.hasOwner = fsutil.Owner(fi)
-	return st, nil
+	have.uid, have.gid, have.hasOwner = fsutil.Owner(fi)
+	st = statindex.StatOf(fi)
+	after, err := f.Stat()
+	stable = err == nil && statindex.StatOf(after) == st && n == fi.Size()
+	return have, st, stable, nil
 }
 
-// plan compares the new manifest with the installed manifest and the files' real hashes. A file
-// that already matches is not downloaded; a file no manifest lists is never looked at. Any name
-// whose path runs through a symlink refuses the whole update before anything is fetched.
-func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.Manifest) (*Plan, error) {
-	p := &Plan{From: versionOf(installed), To: next.Version}
+// installedState is what the plan needs of the installed file of f: from idx when the file's
+// stat matches its entry, otherwise by hashing it. Either way fresh records it.
+func (e *Engine) installedState(target string, f manifest.File, legacy bool, idx, fresh *statindex.Index) (*installedFile, error) {
+	if idx != nil && f.SHA256 != "" {
+		if fi, err := fsutil.Lstat(e.Fs, target); err == nil && fi.Mode().IsRegular() {
+			st := statindex.StatOf(fi)
+			if sum, ok := idx.Lookup(f.Name, st); ok {
+				have := &installedFile{sha256: sum, size: fi.Size(), mode: fi.Mode().Perm()}
+				have.uid, have.gid, have.hasOwner = fsutil.Owner(fi)
+				fresh.Set(f.Name, st, sum)
+				return have, nil
+			}
+		}
+	}
+	have, st, stable, err := e.hashInstalled(target, legacy && f.SHA256 == "")
+	if err != nil {
+		return nil, err
+	}
+	if stable {
+		fresh.Set(f.Name, st, have.sha256)
+	}
+	return have, nil
+}
+
+// plan compares the new manifest with the installed manifest and the files' real hashes (or
+// those idx remembers for files whose stat has not changed; nil: hash every file). A file that
+// already matches is not downloaded; a file no manifest lists is never looked at. Any name whose
+// path runs through a symlink refuses the whole update before anything is fetched.
+func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.Manifest, idx *statindex.Index) (*Plan, error) {
+	p := &Plan{From: versionOf(installed), To: next.Version, Index: statindex.New("")}
 	onHand := localContent{} // installed content by sha256: the bases deltas can start from
 	resolved := *next
 	resolved.Files = append([]manifest.File(nil), next.Files...)
@@ -155,7 +188,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 			c.Mode = f.Mode
 		}
 		if exists {
-			have, err := e.hashInstalled(target, next.Legacy && f.SHA256 == "")
+			have, err := e.installedState(target, f, next.Legacy, idx, p.Index)
 			if err != nil {
 				return nil, err
 			}

@@ -186,7 +186,7 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	installed, _, err := e.installedManifest(l)
+	installed, installedRaw, err := e.installedManifest(l)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +203,7 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 	e.writeMetrics(l)
 	res := &CheckResult{Installed: versionOf(installed), Available: f.m.Version, UpdateAvailable: cmp > 0}
 	if res.UpdateAvailable {
-		p, err := e.plan(ctx, l, f.m, installed)
+		p, err := e.plan(ctx, l, f.m, installed, e.loadIndex(l, installedRaw))
 		if err != nil {
 			return nil, withCode(CodeFailed, err)
 		}
@@ -248,7 +248,7 @@ func (e *Engine) Verify(ctx context.Context) (string, []Mismatch, error) {
 			out = append(out, Mismatch{f.Name, "missing"})
 			continue
 		}
-		have, err := e.hashInstalled(filepath.Join(l.install, filepath.FromSlash(f.Name)), f.SHA256 == "")
+		have, _, _, err := e.hashInstalled(filepath.Join(l.install, filepath.FromSlash(f.Name)), f.SHA256 == "")
 		if err != nil {
 			out = append(out, Mismatch{f.Name, err.Error()})
 			continue

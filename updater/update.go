@@ -15,6 +15,7 @@ import (
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/snapshot"
+	"github.com/sdupdate/sdupdate/statindex"
 )
 
 // UpdateOptions are the flags of `sdupdate update`.
@@ -101,6 +102,7 @@ func (e *Engine) startUpdate(opts UpdateOptions) (*updateRun, error) {
 		return nil, err
 	}
 	runID := e.runID()
+	e.index = nil
 	u := &updateRun{opts: opts, l: l, log: e.runLog(runID), started: e.now()}
 	u.installed, u.installedRaw, err = e.installedManifest(l)
 	if err != nil {
@@ -141,7 +143,11 @@ func (e *Engine) checkUpdate(ctx context.Context, u *updateRun) (finished bool, 
 	case cmp < 0:
 		log.Warnf("downgrading from %s to %s (--allow-downgrade)", from, to)
 	}
-	if u.res.Plan, err = e.plan(ctx, u.l, u.f.m, u.installed); err != nil {
+	var idx *statindex.Index
+	if !u.opts.Repair {
+		idx = e.loadIndex(u.l, u.installedRaw)
+	}
+	if u.res.Plan, err = e.plan(ctx, u.l, u.f.m, u.installed, idx); err != nil {
 		return false, failIn(logging.PhaseCheck, err)
 	}
 	if u.opts.DryRun {
@@ -217,6 +223,8 @@ func (e *Engine) snapshotUpdate(ctx context.Context, u *updateRun) error {
 		return failIn(logging.PhaseSnapshot, fmt.Errorf("cannot snapshot the install before changing it: %w", err))
 	}
 	u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseSnapshot, logging.FieldSnapshot: rec.Snapshot}).Infof("snapshot %s taken", rec.Snapshot)
+	// The snapshot's hard links changed the ctime of the files they link.
+	e.refreshIndex(u.l, u.res.Plan.Index)
 	if err := j.setPhase(rec, PhaseSnapshotted); err != nil {
 		return failIn(logging.PhaseSnapshot, err)
 	}
@@ -297,6 +305,9 @@ func (e *Engine) applyFiles(u *updateRun) error {
 	if err := e.setInstalled(u.l, u.rec.NewManifest); err != nil {
 		return err
 	}
+	e.recordApplied(u.l, u.res.Plan, u.rec.NewManifest)
+	e.saveIndex(u.l, u.res.Plan.Index)
+	e.index = u.res.Plan.Index
 	return e.journal(u.l).setPhase(u.rec, PhaseApplied)
 }
 
