@@ -201,11 +201,19 @@ type realRelease struct {
 func (b *bench) newRealRelease(name, oldTree, newTree string) (*realRelease, error) {
 	r := &realRelease{name: name, oldTree: oldTree, newTree: newTree, oldFiles: map[string]string{}}
 	var err error
-	if r.oldURL, err = b.pub.release(name, "1.0.0", oldTree); err != nil {
-		return nil, err
-	}
-	if r.newURL, err = b.pub.release(name, "1.0.1", newTree); err != nil {
-		return nil, err
+	for _, v := range []struct {
+		url     *string
+		version string
+		tree    string
+	}{{&r.oldURL, "1.0.0", oldTree}, {&r.newURL, "1.0.1", newTree}} {
+		if *v.url, err = b.pub.release(name, v.version, v.tree); err != nil {
+			return nil, err
+		}
+		// The compressed manifest goes beside the one it compresses, as a site serves it.
+		dir := filepath.Join(b.pub.site, name)
+		if err := os.Rename(filepath.Join(dir, "manifest.json.zst"), filepath.Join(dir, v.version+".json.zst")); err != nil {
+			return nil, err
+		}
 	}
 	raw, err := os.ReadFile(filepath.Join(b.pub.site, name, "1.0.1.json"))
 	if err != nil {
