@@ -465,7 +465,80 @@ func (m *machine) settled(st statusDoc) string {
 	if n := m.stagedFiles(); n > 0 {
 		m.t.Errorf("%d staged files left behind", n)
 	}
+	for _, d := range m.storeDamage() {
+		m.t.Error(d)
+	}
 	return v
+}
+
+// storeDamage lists what is wrong with the snapshot stores: content a kept snapshot put into
+// the store that is neither there nor in the install (a rollback moves an object back when no
+// other snapshot names it), an object no snapshot names, an interrupted restore's copies, or an
+// installed file that is the same inode as an object.
+func (m *machine) storeDamage() []string {
+	var out []string
+	for _, dir := range []string{filepath.Join(m.state, "snapshots"), filepath.Join(m.install, ".sdupdate", "snapshots")} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		named := map[string]bool{}
+		for _, en := range entries {
+			data, err := os.ReadFile(filepath.Join(dir, en.Name(), "record.json"))
+			if err != nil {
+				continue
+			}
+			var rec struct {
+				Files []struct {
+					Name   string `json:"name"`
+					SHA256 string `json:"sha256"`
+					Stored bool   `json:"stored"`
+				} `json:"files"`
+			}
+			if err := json.Unmarshal(data, &rec); err != nil {
+				out = append(out, fmt.Sprintf("snapshot %s: %v", en.Name(), err))
+				continue
+			}
+			for _, f := range rec.Files {
+				named[f.SHA256] = true
+				if _, err := os.Stat(filepath.Join(dir, "objects", f.SHA256)); !f.Stored || err == nil {
+					continue
+				}
+				data, _ := os.ReadFile(filepath.Join(m.install, filepath.FromSlash(f.Name)))
+				if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != f.SHA256 {
+					out = append(out, fmt.Sprintf("snapshot %s lost the content of %s", en.Name(), f.Name))
+				}
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "restoring")); err == nil {
+			out = append(out, "an interrupted restore's copies are left in "+dir)
+		}
+		objs, _ := os.ReadDir(filepath.Join(dir, "objects"))
+		inodes := map[uint64]string{}
+		for _, o := range objs {
+			if !named[o.Name()] {
+				out = append(out, "object "+o.Name()+" is named by no snapshot")
+			}
+			if fi, err := os.Stat(filepath.Join(dir, "objects", o.Name())); err == nil {
+				inodes[fi.Sys().(*syscall.Stat_t).Ino] = o.Name()
+			}
+		}
+		_ = filepath.WalkDir(m.install, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				if d != nil && d.IsDir() && d.Name() == ".sdupdate" {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
+				if o, ok := inodes[fi.Sys().(*syscall.Stat_t).Ino]; ok {
+					out = append(out, fmt.Sprintf("installed %s shares its inode with object %s", p, o))
+				}
+			}
+			return nil
+		})
+	}
+	return out
 }
 
 func otherThan(versions map[string]string, v string) string {
@@ -1142,4 +1215,60 @@ func TestDiskFull(t *testing.T) {
 			t.Errorf("the update never got through: %s", last)
 		}
 	})
+}
+
+// TestSIGKILLDuringRollbackAndRetention kills `sdupdate rollback` at random instants of its
+// restore, and `sdupdate update` while it prunes old snapshots (KeepSnapshots=3, so every update
+// after the third deletes one), then runs `sdupdate status`: the tree is exactly one version and
+// the store still holds everything its kept snapshots need.
+func TestSIGKILLDuringRollbackAndRetention(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a real process 20 times")
+	}
+	m := newBigMachine(t)
+	m.mustUpdate("1.1.0")
+	p := m.start("rollback")
+	r := p.wait(t, time.Minute)
+	if r.code != 0 || m.version() != "1.0.0" {
+		t.Fatalf("calibration rollback: exit %d, tree %s: %s", r.code, m.version(), r.stderr)
+	}
+	took := r.took
+	t.Logf("uninterrupted rollback of %d files: %v", bigSite.v2, took.Round(time.Millisecond))
+
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("random seed %d", seed)
+	outcomes := map[string]int{}
+	deadline := time.Now().Add(40 * time.Second)
+	for round := 0; round < 20 && time.Now().Before(deadline); round++ {
+		var p *proc
+		what := "rollback"
+		if round%2 == 0 {
+			m.mustUpdate("1.1.0")
+			p = m.start("rollback")
+			time.Sleep(time.Duration(rng.Int63n(int64(took) + 1)))
+		} else {
+			what = "retention"
+			p = m.start("update")
+			if !m.waitPhase(p, 30*time.Second, "done") {
+				t.Logf("round %d: phase done not seen", round)
+			}
+			time.Sleep(time.Duration(rng.Int63n(int64(2 * time.Millisecond))))
+		}
+		phase := m.phase()
+		if p.exited() {
+			phase = "finished"
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		v := m.settled(m.status())
+		if t.Failed() {
+			t.Fatalf("round %d: %s killed in phase %q; stderr of the killed run:\n%s", round, what, phase, p.res.stderr)
+		}
+		outcomes[fmt.Sprintf("%s killed in %q → %s", what, phase, v)]++
+		if v == "1.1.0" {
+			m.mustRollback("1.0.0")
+		}
+	}
+	t.Logf("outcomes after `sdupdate status`: %v", outcomes)
 }

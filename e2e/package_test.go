@@ -302,7 +302,7 @@ func upgradePackage(s *server) {
 // snapshotDirs lists the snapshots on disk, wherever sdupdate keeps them.
 func (s *server) snapshotDirs() []string {
 	s.t.Helper()
-	out := s.must("sh", "-c", "find "+fixture.StateDir+" "+installData+" -path '*/snapshots/*' -name meta.json 2>/dev/null | sort; true")
+	out := s.must("sh", "-c", "find "+fixture.StateDir+" "+installData+" -path '*/snapshots/*' -name record.json 2>/dev/null | sort; true")
 	return strings.Fields(out)
 }
 

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -330,4 +331,45 @@ func crashAfter(n int) (hook func(op, name string) error, crashed func() bool) {
 		n--
 		return nil
 	}, func() bool { return done }
+}
+
+// create snapshots the named files that exist as an update replacing or removing all of them
+// would: each is described (hashed, stamped) and leaves the install.
+func create(s *Store, ctx context.Context, id, version string, manifest []byte, runID string, names []string) (*Meta, error) {
+	return createLeaving(s, ctx, id, version, manifest, runID, names, nil)
+}
+
+// createLeaving is create where only the names in leaving leave the install (nil: all).
+func createLeaving(s *Store, ctx context.Context, id, version string, manifest []byte, runID string, names, leaving []string) (*Meta, error) {
+	names, err := cleanNames(names)
+	if err != nil {
+		return nil, err
+	}
+	spec := Spec{ID: id, Version: version, Manifest: manifest, RunID: runID, Leaving: leaving}
+	for _, n := range names {
+		f, err := Describe(s.Fs, s.InstallDir, n)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		spec.Files = append(spec.Files, *f)
+		if leaving == nil {
+			spec.Leaving = append(spec.Leaving, n)
+		}
+	}
+	return s.Create(ctx, spec)
+}
+
+// objectOf is the store's object path for the content of file name in snapshot m.
+func (e *env) objectOf(t *testing.T, m *Meta, name string) string {
+	t.Helper()
+	for _, f := range m.Files {
+		if f.Name == name {
+			return e.store.objectPath(f.SHA256)
+		}
+	}
+	t.Fatalf("snapshot %s has no %s", m.ID, name)
+	return ""
 }

@@ -8,62 +8,384 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/fsutil"
 )
 
-// Restore makes the install directory hold exactly snapshot id's managed files. current names
-// the files the currently installed manifest lists; those not in the snapshot are removed, with
-// the directories their removal leaves empty (never InstallDir itself, never a directory that
-// still holds anything). Files neither list names (config, logs, caches) are never touched. The
+// Restored is what a Restore did.
+type Restored struct {
+	Kept int // files already holding their recorded content, left in place (attributes reset)
+	Put  int // files put back from the store
+	// BytesCopied is what was read from the store and written to the install.
+	BytesCopied int64
+	// ModifiedLocally names the files whose recorded content is neither in the store nor in the
+	// install: changed in place (or deleted) after the snapshot, not by an update. They are left
+	// as they are.
+	ModifiedLocally []string
+}
+
+// Restore makes the install directory hold snapshot id's managed files. current names the files
+// the currently installed manifest lists; those not in the snapshot are removed, with the
+// directories their removal leaves empty (never InstallDir itself, never a directory that still
+// holds anything). Files neither list names (config, logs, caches) are never touched. The
 // snapshot's manifest is not written anywhere: the caller puts Get(id).Manifest back as the
-// installed manifest once Restore succeeds.
+// installed manifest once Restore succeeds. A snapshot of the earlier layout is converted first.
 //
 // Steps:
-//  1. check every path (no symlink, nothing in the way that is not ours to remove) and re-hash
-//     the whole snapshot — a failure here, ErrCorrupt included, leaves the install untouched;
-//  2. remove leftover temporary files of an interrupted earlier run (".sdupdate-<hex>-<name>"
-//     beside a managed name);
-//  3. remove the names in current that are not in the snapshot, then the directories emptied;
-//  4. put back each snapshot file: link (or copy) it to a temporary name beside its target,
-//     check its sha256 once more, set mode and owner, rename it over the target;
-//  5. fsync every directory touched.
+//  1. check every path (no symlink, nothing in the way that is not ours to remove);
+//  2. decide, per file, where its recorded content is: the installed file when its stamp shows
+//     it unchanged (nothing read), else the store's object, else the installed file when hashing
+//     it shows the content; else the file is modified locally and stays as it is;
+//  3. copy each object to put back into Dir/restoring/, verifying its sha256 while copying, with
+//     the file's mode and owner — a failure in steps 1 to 3, ErrCorrupt included, leaves the
+//     install untouched;
+//  4. remove leftover temporary files of an interrupted earlier run, the names in current that
+//     are not in the snapshot, then the directories emptied;
+//  5. rename each copy into place; reset the attributes of the files kept and of the recorded
+//     directories (made again where needed);
+//  6. fsync every directory touched, remove Dir/restoring/.
 //
-// Every step converges, so a crash (or a cancelled ctx, checked between files) at any point
-// followed by another Restore ends in the same tree.
-func (s *Store) Restore(ctx context.Context, id string, current []string) error {
+// Every step converges, so a crash at any point followed by another Restore ends in the same
+// tree. A restored file is always a copy: it never shares an inode with the store.
+func (s *Store) Restore(ctx context.Context, id string, current []string) (*Restored, error) {
 	m, err := s.Get(id)
-	if err != nil {
-		return fmt.Errorf("cannot restore: %w", err)
+	if err == nil && m.Legacy {
+		if err = s.upgrade(m); err == nil {
+			m, err = s.Get(id)
+		}
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("cannot restore snapshot %s: %w", id, err)
+	if err != nil {
+		return nil, fmt.Errorf("cannot restore: %w", err)
 	}
 	current, err = cleanNames(current)
 	if err != nil {
-		return fmt.Errorf("cannot restore snapshot %s: %w", id, err)
+		return nil, fmt.Errorf("cannot restore snapshot %s: %w", id, err)
 	}
 	p := newRestorePlan(m, current)
 	if err := s.precheck(p); err != nil {
-		return fmt.Errorf("cannot restore snapshot %s, install left unchanged: %w", id, err)
+		return nil, fmt.Errorf("cannot restore snapshot %s, install left unchanged: %w", id, err)
 	}
-	if err := s.verifyFiles(ctx, m); err != nil {
-		return fmt.Errorf("cannot restore snapshot %s, install left unchanged: %w", id, err)
+	res := &Restored{}
+	acts, err := s.decide(ctx, p, res)
+	if err == nil {
+		err = s.stage(ctx, m, acts, res)
 	}
-
+	if err != nil {
+		_ = s.Fs.RemoveAll(filepath.Join(s.Dir, restoringDir))
+		return nil, fmt.Errorf("cannot restore snapshot %s, install left unchanged: %w", id, err)
+	}
 	touched := map[string]bool{}
-	err = s.applyRestore(ctx, p, touched)
+	err = s.applyRestore(p, acts, touched)
 	// Sync even after a failure: what did change should be durable, so that the next Restore
 	// starts from what is really on disk.
 	serr := fsutil.SyncDirs(s.Fs, touched)
 	if err != nil {
-		return fmt.Errorf("cannot restore snapshot %s (run the restore again; it resumes): %w", id, err)
+		return nil, fmt.Errorf("cannot restore snapshot %s (run the restore again; it resumes): %w", id, err)
 	}
 	if serr != nil {
-		return fmt.Errorf("cannot restore snapshot %s: %w", id, serr)
+		return nil, fmt.Errorf("cannot restore snapshot %s: %w", id, serr)
 	}
+	if err := s.Fs.RemoveAll(filepath.Join(s.Dir, restoringDir)); err != nil {
+		return nil, fmt.Errorf("cannot restore snapshot %s: cannot remove %s: %w", id, filepath.Join(s.Dir, restoringDir), err)
+	}
+	// Best effort: a record still saying "stored" for a file moved back only makes a later
+	// restore hash that installed file (and refuse, not report it modified, if it differs).
+	_ = s.forgetMoved(m, acts)
+	return res, nil
+}
+
+// forgetMoved rewrites m's record once the objects moved back are installed files: they are no
+// longer in the store, and their old stamps describe other inodes.
+func (s *Store) forgetMoved(m *Meta, acts []action) error {
+	moved := false
+	for i := range m.Files {
+		if acts[i] == actMove || acts[i] == actMoved || acts[i] == actUnlink {
+			m.Files[i].Stored, m.Files[i].Stamp, moved = false, nil, true
+		}
+	}
+	if !moved {
+		return nil
+	}
+	return s.writeRecord(m)
+}
+
+// Check does what Restore does before it changes anything, short of copying: it checks the
+// paths and finds where each file's content is, so that a rollback can refuse before it starts.
+// Only what Restore would then copy is left unverified (it is, while copying).
+func (s *Store) Check(ctx context.Context, id string, current []string) error {
+	m, err := s.Get(id)
+	if err != nil {
+		return err
+	}
+	current, err = cleanNames(current)
+	if err != nil {
+		return err
+	}
+	p := newRestorePlan(m, current)
+	if err := s.precheck(p); err != nil {
+		return err
+	}
+	if m.Legacy {
+		return nil // converted, then decided, by Restore
+	}
+	_, err = s.decide(ctx, p, &Restored{})
+	return err
+}
+
+type action int
+
+const (
+	actKeep   action = iota // the installed file holds the content
+	actPut                  // copy the object back
+	actMove                 // move the object back: no other snapshot names it
+	actMoved                // the installed file holds the content, moved back by an interrupted restore
+	actUnlink               // the installed file is the object's inode: drop the object's name
+	actLocal                // modified locally: leave it
+)
+
+// decide works out, per file of the snapshot, where its recorded content is. It reads an
+// installed file only when its stamp cannot vouch for it and the store has no object for it.
+func (s *Store) decide(ctx context.Context, p *restorePlan, res *Restored) ([]action, error) {
+	refs, err := s.references()
+	if err != nil {
+		return nil, err
+	}
+	acts := make([]action, len(p.meta.Files))
+	for i, f := range p.meta.Files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if acts[i], err = s.decideOne(f, refs[f.SHA256]); err != nil {
+			return nil, err
+		}
+		switch acts[i] {
+		case actKeep, actMoved, actUnlink:
+			res.Kept++
+		case actLocal:
+			res.ModifiedLocally = append(res.ModifiedLocally, f.Name)
+		}
+	}
+	return acts, nil
+}
+
+// decideOne is decide for one file, whose sha256 refs files of all snapshots name.
+func (s *Store) decideOne(f FileMeta, refs int) (action, error) {
+	target := s.installPath(f.Name)
+	k, _, err := inspect(s.Fs, s.InstallDir, f.Name)
+	if err != nil {
+		return 0, err
+	}
+	obj := s.objectPath(f.SHA256)
+	ofi, oerr := fsutil.Lstat(s.Fs, obj)
+	haveObj := oerr == nil && ofi.Mode().IsRegular() && ofi.Size() == f.Size
+	if k == fsutil.Regular {
+		fi, err := fsutil.Lstat(s.Fs, target)
+		if err != nil {
+			return 0, fmt.Errorf("cannot inspect %s: %w", target, err)
+		}
+		switch {
+		case haveObj && sameFile(s.Fs, obj, target) && refs == 1:
+			// Linked into the store by a Create whose apply never replaced it, and named by
+			// this snapshot only: the installed file holds the content; drop the link.
+			return actUnlink, nil
+		case haveObj && sameFile(s.Fs, obj, target):
+			return actPut, nil // a copy gives the install an inode of its own
+		case f.Stamp.Unchanged(fi):
+			return actKeep, nil
+		}
+	}
+	if haveObj {
+		// An object only this file names moves back: no copy, so a full disk does not stop
+		// the rollback; the file then is what holds the content, as for one never replaced.
+		if refs == 1 {
+			return actMove, nil
+		}
+		return actPut, nil
+	}
+	if k == fsutil.Regular {
+		sum, size, err := fsutil.HashFile(s.Fs, target)
+		if err != nil {
+			return 0, err
+		}
+		if sum == f.SHA256 && size == f.Size && f.Stored {
+			return actMoved, nil
+		}
+		if sum == f.SHA256 && size == f.Size {
+			return actKeep, nil
+		}
+	}
+	if f.Stored {
+		return 0, fmt.Errorf("the store lost the content of %s (object %s is missing): %w", f.Name, obj, ErrCorrupt)
+	}
+	return actLocal, nil
+}
+
+// stagedPath is where step 3 copies the i-th file of a snapshot.
+func (s *Store) stagedPath(i int) string {
+	return filepath.Join(s.Dir, restoringDir, fmt.Sprintf("%06d", i))
+}
+
+// references counts, per sha256, the files of every complete snapshot that name it. A
+// snapshot that cannot be read counts as naming everything: nothing is then moved.
+func (s *Store) references() (map[string]int, error) {
+	metas, err := s.records()
+	if err != nil {
+		return nil, fmt.Errorf("cannot tell which snapshots need which object: %w", err)
+	}
+	refs := map[string]int{}
+	for _, m := range metas {
+		for _, f := range m.Files {
+			refs[f.SHA256]++
+		}
+	}
+	return refs, nil
+}
+
+// stage verifies every object to put back: one to copy is copied into Dir/restoring/ and
+// verified while copying, one to move is read once in place; each gets its file's attributes.
+func (s *Store) stage(ctx context.Context, m *Meta, acts []action, res *Restored) error {
+	dir := filepath.Join(s.Dir, restoringDir)
+	if err := s.Fs.RemoveAll(dir); err != nil {
+		return fmt.Errorf("cannot remove leftover %s: %w", dir, err)
+	}
+	made := false
+	for i, f := range m.Files {
+		if acts[i] != actPut && acts[i] != actMove {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if acts[i] == actPut && !made {
+			err := fsutil.Mkdir(s.Fs, dir, 0o700)
+			if err != nil && !noSpace(err) {
+				return err
+			}
+			made = err == nil
+		}
+		var size int64
+		var err error
+		if acts[i] == actPut && made {
+			size, err = s.stageOne(f, false, s.stagedPath(i))
+		}
+		if acts[i] == actPut && (!made || noSpace(err)) {
+			// A full disk must not stop the rollback: the object moves back instead of a copy
+			// (or only loses its name, when it is the installed inode already). The other
+			// snapshots naming it then find that content in the install.
+			_ = s.Fs.Remove(s.stagedPath(i))
+			acts[i] = actMove
+			if sameFile(s.Fs, s.objectPath(f.SHA256), s.installPath(f.Name)) {
+				acts[i] = actUnlink
+				res.Kept++
+				continue
+			}
+		}
+		if acts[i] == actMove {
+			size, err = s.stageOne(f, true, "")
+		}
+		if err != nil {
+			return err
+		}
+		res.Put++
+		if acts[i] == actPut {
+			res.BytesCopied += size
+		}
+	}
+	if !made {
+		return nil
+	}
+	return fsutil.SyncDir(s.Fs, dir)
+}
+
+// noSpace reports whether err means the disk is full, of bytes or of inodes.
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// stageOne verifies the object of f and gives it (moved) or a copy at dst (not moved) the file's
+// attributes; it returns the object's size.
+func (s *Store) stageOne(f FileMeta, move bool, dst string) (int64, error) {
+	obj := s.objectPath(f.SHA256)
+	var sum string
+	var size int64
+	var err error
+	if move {
+		sum, size, err = fsutil.HashFile(s.Fs, obj)
+		if err == nil {
+			err = setAttrs(s.Fs, obj, f.Mode, f.UID, f.GID)
+		}
+	} else {
+		attrs := fsutil.Attrs{Mode: f.Mode, Owner: f.UID >= 0 && f.GID >= 0, UID: f.UID, GID: f.GID}
+		sum, size, err = fsutil.CopyFile(s.Fs, obj, dst, attrs)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if sum != f.SHA256 || size != f.Size {
+		return 0, fmt.Errorf("object %s holds sha256 %s (%d bytes), recorded %s (%d bytes) for %s: %w", obj, sum, size, f.SHA256, f.Size, f.Name, ErrCorrupt)
+	}
+	return size, nil
+}
+
+func (s *Store) applyRestore(p *restorePlan, acts []action, touched map[string]bool) error {
+	if err := s.removeStaleTemps(p, touched); err != nil {
+		return err
+	}
+	for _, n := range p.removing {
+		if err := s.removeName(n, p.keepDirs, touched); err != nil {
+			return err
+		}
+	}
+	for i, f := range p.meta.Files {
+		switch acts[i] {
+		case actPut:
+			if err := s.place(f, s.stagedPath(i), touched); err != nil {
+				return err
+			}
+		case actMove:
+			if err := s.place(f, s.objectPath(f.SHA256), touched); err != nil {
+				return err
+			}
+			touched[filepath.Join(s.Dir, objectsDir)] = true
+		case actUnlink:
+			obj := s.objectPath(f.SHA256)
+			if err := s.Fs.Remove(obj); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("cannot remove %s: %w", obj, err)
+			}
+			touched[filepath.Dir(obj)] = true
+			fallthrough
+		case actKeep, actMoved:
+			if err := setAttrs(s.Fs, s.installPath(f.Name), f.Mode, f.UID, f.GID); err != nil {
+				return err
+			}
+		}
+	}
+	for _, d := range p.meta.Dirs {
+		abs := s.installPath(d.Name)
+		if k, _, err := inspect(s.Fs, s.InstallDir, d.Name); err != nil || k != fsutil.Dir {
+			continue
+		}
+		if err := setAttrs(s.Fs, abs, d.Mode, d.UID, d.GID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// place renames the verified copy staged over f's target, making way for it first (the
+// directories it makes get their recorded owner and mode afterwards).
+func (s *Store) place(f FileMeta, staged string, touched map[string]bool) error {
+	target := s.installPath(f.Name)
+	if err := s.makeWay(f.Name, touched); err != nil {
+		return err
+	}
+	if err := s.Fs.Rename(staged, target); err != nil {
+		return fmt.Errorf("cannot restore %s: cannot rename %s over it: %w", target, staged, err)
+	}
+	touched[filepath.Dir(target)] = true
 	return nil
 }
 
@@ -101,26 +423,6 @@ func newRestorePlan(m *Meta, current []string) *restorePlan {
 		}
 	}
 	return p
-}
-
-func (s *Store) applyRestore(ctx context.Context, p *restorePlan, touched map[string]bool) error {
-	if err := s.removeStaleTemps(p, touched); err != nil {
-		return err
-	}
-	for _, n := range p.removing {
-		if err := s.removeName(n, p.keepDirs, touched); err != nil {
-			return err
-		}
-	}
-	for _, f := range p.meta.Files {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := s.place(p.meta, f, touched); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // inspect is fsutil.Inspect, refusing a special file anywhere on the way: Restore never removes
@@ -259,63 +561,6 @@ func (s *Store) removeName(name string, keepDirs, touched map[string]bool) error
 	return fsutil.RemoveEmptyParents(s.Fs, s.InstallDir, name, keepDirs, touched)
 }
 
-// place puts snapshot file f back at its target: linked (or copied) to a temporary name in the
-// target's directory, checked against the recorded sha256 before it replaces anything, given
-// its mode and owner, renamed over the target.
-func (s *Store) place(m *Meta, f FileMeta, touched map[string]bool) error {
-	target := s.installPath(f.Name)
-	dir := filepath.Dir(target)
-	if err := s.makeWay(f.Name, touched); err != nil {
-		return err
-	}
-	exists, err := fsutil.CheckPath(s.Fs, s.InstallDir, f.Name)
-	if err != nil {
-		return fmt.Errorf("cannot restore %s: %w", target, err)
-	}
-	src := s.filePath(m.ID, f.Name)
-	if exists && sameFile(s.Fs, src, target) {
-		// Already the snapshot's inode (never replaced, or restored before): the bytes are the
-		// ones verified, only the attributes may need putting back. Renaming a hard link over
-		// another link to the same inode would do nothing and leave the temporary name behind.
-		return setAttrs(s.Fs, target, f)
-	}
-
-	tmp := fsutil.TempName(dir, target)
-	if err := fsutil.LinkOrCopy(s.Fs, src, tmp, f.Mode); err != nil {
-		return fmt.Errorf("cannot restore %s: %w", target, err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = s.Fs.Remove(tmp)
-		}
-	}()
-	touched[dir] = true
-	sum, size, err := fsutil.HashFile(s.Fs, tmp)
-	if err != nil {
-		return fmt.Errorf("cannot restore %s: %w", target, err)
-	}
-	if sum != f.SHA256 || size != f.Size {
-		return fmt.Errorf("cannot restore %s: snapshot %s holds %s with sha256 %s (%d bytes), recorded %s (%d bytes); the installed file was left as it was: %w",
-			target, m.ID, src, sum, size, f.SHA256, f.Size, ErrCorrupt)
-	}
-	if err := setAttrs(s.Fs, tmp, f); err != nil {
-		return fmt.Errorf("cannot restore %s: %w", target, err)
-	}
-	if err := s.Fs.Rename(tmp, target); err != nil {
-		return fmt.Errorf("cannot restore %s: cannot rename %s over it: %w", target, tmp, err)
-	}
-	committed = true
-	// POSIX rename between two links to one inode succeeds doing nothing; never leave the
-	// temporary name behind.
-	if _, err := fsutil.Lstat(s.Fs, tmp); err == nil {
-		if err := s.Fs.Remove(tmp); err != nil {
-			return fmt.Errorf("cannot remove %s: %w", tmp, err)
-		}
-	}
-	return nil
-}
-
 // makeWay readies the install for the file name: an empty directory in its place goes (precheck
 // refused one that is not empty), and its missing directories are made.
 func (s *Store) makeWay(name string, touched map[string]bool) error {
@@ -360,24 +605,25 @@ func sameFile(fsys afero.Fs, a, b string) bool {
 	return os.SameFile(fa, fb)
 }
 
-// setAttrs gives p the recorded owner (when known) and mode. The owner goes first because
-// changing it may clear mode bits.
-func setAttrs(fsys afero.Fs, p string, f FileMeta) error {
+// setAttrs gives p the owner uid:gid (when known, >= 0) and the mode. The owner goes first
+// because changing it may clear mode bits. A non-root sdupdate cannot give files away; it then
+// keeps the owner it has (see fsutil.Chown).
+func setAttrs(fsys afero.Fs, p string, mode os.FileMode, uid, gid int) error {
 	fi, err := fsutil.Lstat(fsys, p)
 	if err != nil {
 		return fmt.Errorf("cannot inspect %s: %w", p, err)
 	}
-	if f.UID >= 0 && f.GID >= 0 {
-		uid, gid, ok := fsutil.Owner(fi)
-		if !ok || uid != f.UID || gid != f.GID {
-			if err := fsutil.Chown(fsys, p, f.UID, f.GID); err != nil {
+	if uid >= 0 && gid >= 0 {
+		have, hgid, ok := fsutil.Owner(fi)
+		if !ok || have != uid || hgid != gid {
+			if err := fsutil.Chown(fsys, p, uid, gid); err != nil {
 				return err
 			}
 		}
 	}
-	if fi.Mode().Perm() != f.Mode {
-		if err := fsys.Chmod(p, f.Mode); err != nil {
-			return fmt.Errorf("cannot set mode of %s to %04o: %w", p, f.Mode, err)
+	if fi.Mode().Perm() != mode {
+		if err := fsys.Chmod(p, mode|(fi.Mode()&os.ModeDir)); err != nil {
+			return fmt.Errorf("cannot set mode of %s to %04o: %w", p, mode, err)
 		}
 	}
 	return nil

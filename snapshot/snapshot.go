@@ -1,39 +1,53 @@
 // Package snapshot owns the versioned backups of the agent's managed files: creating one before
 // the first installed file changes, restoring one (automatic or manual rollback, crash recovery),
-// verifying, listing and deleting them.
+// listing, retention and deleting them.
 //
-// On-disk layout, under Store.Dir (created 0700):
+// A snapshot never shares an inode with a file that stays in the install. Only the files an
+// update replaces or removes leave the install, and only they enter the store: hard-linked (or,
+// where links are impossible, copied) into a content-addressed object store just before the
+// update renames over them or removes them. Every other file of the snapshot is only described
+// in its record, and its content stays where it is, in the install. Layout, under Store.Dir
+// (created 0700):
 //
 //	<Dir>/
-//	├── 20261125T061502Z-1.0.0-3f9a2c/   one snapshot; the id sorts by creation time
-//	│   ├── files/                      the managed files, at their install-relative paths
-//	│   │   ├── agent.py                a hard link to the old installed inode (or a copy)
-//	│   │   └── bin/sd-agent
-//	│   ├── manifest                    the installed manifest's exact bytes (absent when none)
-//	│   └── meta.json                   written last: a snapshot without it is incomplete
+//	├── objects/
+//	│   ├── 3f9a…e1                    content that left the install, named by its sha256; one
+//	│   └── 77b0…2c                    inode per content, however many snapshots name it
+//	├── 20261125T061502Z-1.0.0-3f9a2c/  one snapshot; the id sorts by creation time
+//	│   ├── manifest                   the installed manifest's exact bytes (absent when none)
+//	│   └── record.json                written last: version, each file's name, sha256, size,
+//	│                                  mode, owner and stat stamp, each managed directory's owner
+//	│                                  and mode; a snapshot without it is incomplete
+//	├── restoring/                     copies verified by a Restore in progress
 //	└── 20261126T080000Z-1.1.0-77b01e/
 //
-// Hard links cost nothing and are safe because installed files are only ever replaced by rename,
-// never written in place: the old inode keeps the old bytes for as long as the snapshot links it.
-// A snapshot is complete exactly when meta.json exists; a crash during Create leaves a directory
-// without it, which List and Get ignore and Cleanup removes.
+// Restore puts back, for each file of the record, whichever holds its recorded content: the
+// installed file itself when its stat stamp shows it unchanged since it was hashed (nothing is
+// read), otherwise the object of that sha256 (copied out and verified while copying, so the
+// restored file never shares the object's inode), otherwise the installed file when hashing it
+// shows the recorded content. A file whose content is in neither place was changed in place
+// after the snapshot (an operator's edit): it is left as it is and reported as modified locally.
+//
+// Retention is by reference: deleting a record removes every object no remaining record names.
+// Records are written last and deleted first, so a crash never leaves a record naming an object
+// that retention removed.
+//
+// Snapshots of the earlier layout (<id>/meta.json with hard links in <id>/files/) are listed as
+// they are and converted to this one (Upgrade) before they are restored or pruned.
 //
 // A Store does no locking of its own: callers hold the sdupdate lock around every change.
 package snapshot
 
 import (
-	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/afero"
@@ -45,18 +59,65 @@ import (
 var (
 	// ErrNotFound marks an id that names no complete snapshot.
 	ErrNotFound = errors.New("no such snapshot")
-	// ErrCorrupt marks a snapshot whose files, manifest or meta.json no longer match what was
-	// recorded when it was created. Such a snapshot is never restored.
+	// ErrCorrupt marks a snapshot whose record, manifest or objects no longer match what was
+	// recorded when it was created. What cannot be verified is never restored.
 	ErrCorrupt = errors.New("snapshot is corrupt")
 	// ErrExists marks a Create for an id that is already a complete snapshot.
 	ErrExists = errors.New("snapshot already exists")
 )
 
 const (
-	metaFile     = "meta.json"
+	recordFile   = "record.json"
 	manifestFile = "manifest"
-	filesDir     = "files"
+	objectsDir   = "objects"
+	restoringDir = "restoring"
+	recordFormat = 2
 )
+
+// Stamp is what stat said about an installed file when its content was hashed. A file that
+// still has the same stamp still has that content, unless it was written within racyWindow of
+// the hash (the timestamps could not show it): such a stamp is never trusted.
+type Stamp struct {
+	Dev     uint64 `json:"dev,omitempty"`
+	Ino     uint64 `json:"ino,omitempty"`
+	Size    int64  `json:"size"`
+	MtimeNs int64  `json:"mtime_ns"`
+	CtimeNs int64  `json:"ctime_ns,omitempty"`
+	TakenNs int64  `json:"taken_ns"` // when the content was read
+}
+
+// racyWindow covers filesystems whose timestamps are coarse (the kernel's clock ticks, or a
+// whole second on some): a change within it of the hash may not move mtime or ctime.
+const racyWindow = time.Second
+
+// StampOf records fi as it was when its content was read at taken.
+func StampOf(fi os.FileInfo, taken time.Time) *Stamp {
+	s := &Stamp{Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano(), TakenNs: taken.UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.Dev, s.Ino = uint64(st.Dev), st.Ino
+		s.CtimeNs = st.Ctim.Sec*int64(time.Second) + st.Ctim.Nsec
+	}
+	return s
+}
+
+// Unchanged reports whether fi is the file s was taken of, with the content then read.
+func (s *Stamp) Unchanged(fi os.FileInfo) bool {
+	if !s.Known() || !fi.Mode().IsRegular() {
+		return false
+	}
+	now := StampOf(fi, time.Unix(0, s.TakenNs))
+	return *now == *s
+}
+
+// Known reports whether s can tell a change at all: it was taken, and not within racyWindow of
+// the file's last change.
+func (s *Stamp) Known() bool {
+	if s == nil {
+		return false
+	}
+	limit := s.TakenNs - int64(racyWindow)
+	return s.MtimeNs < limit && s.CtimeNs < limit
+}
 
 // FileMeta records one managed file as it was when the snapshot was taken.
 type FileMeta struct {
@@ -66,24 +127,39 @@ type FileMeta struct {
 	Mode   os.FileMode `json:"mode"` // permission bits
 	UID    int         `json:"uid"`  // -1 when unknown (in-memory fs)
 	GID    int         `json:"gid"`
+	// Stored is true when this snapshot put the content into the store: the update replaced or
+	// removed the file, so the object must be there.
+	Stored bool   `json:"stored,omitempty"`
+	Stamp  *Stamp `json:"stamp,omitempty"`
+}
+
+// DirMeta records one directory holding managed files, so that a restore that must create it
+// again gives it its owner and mode back.
+type DirMeta struct {
+	Name string      `json:"name"`
+	Mode os.FileMode `json:"mode"`
+	UID  int         `json:"uid"`
+	GID  int         `json:"gid"`
 }
 
 // Meta describes one complete snapshot.
 type Meta struct {
+	Format  int        `json:"format"`
 	ID      string     `json:"id"`
 	Version string     `json:"version"` // "" when the installed version was unknown
 	Created time.Time  `json:"created"`
 	Files   []FileMeta `json:"files"` // sorted by Name
-	Bytes   int64      `json:"bytes"`
+	Dirs    []DirMeta  `json:"dirs,omitempty"`
+	Bytes   int64      `json:"bytes"` // the size of the version's files
 	// Manifest is the installed manifest at the time (opaque bytes), for the caller to put back
-	// with the files. Get fills it with the exact bytes given to Create; List leaves it nil so
-	// listing stays cheap. It is kept in its own file rather than inside meta.json because
-	// encoding/json would re-encode raw JSON (compacting it, escaping <>&), and the bytes must
+	// with the files. Get fills it with the exact bytes given to Create; List leaves it nil. It
+	// is kept in its own file because encoding/json would re-encode raw JSON, and the bytes must
 	// come back unchanged.
-	Manifest json.RawMessage `json:"manifest,omitempty"`
-	// ManifestSHA256 is the sha256 of Manifest, so a damaged manifest file is noticed.
+	Manifest       []byte `json:"-"`
 	ManifestSHA256 string `json:"manifest_sha256,omitempty"`
 	RunID          string `json:"run_id,omitempty"`
+	// Legacy is true for a snapshot of the earlier layout, not converted yet.
+	Legacy bool `json:"-"`
 }
 
 // Store keeps the snapshots of one install directory.
@@ -103,9 +179,7 @@ func (s *Store) now() time.Time {
 
 func (s *Store) snapDir(id string) string { return filepath.Join(s.Dir, id) }
 
-func (s *Store) filePath(id, name string) string {
-	return filepath.Join(s.Dir, id, filesDir, filepath.FromSlash(name))
-}
+func (s *Store) objectPath(sum string) string { return filepath.Join(s.Dir, objectsDir, sum) }
 
 func (s *Store) installPath(name string) string {
 	return filepath.Join(s.InstallDir, filepath.FromSlash(name))
@@ -145,10 +219,10 @@ func idChar(r rune) bool {
 		r == '.' || r == '_' || r == '+' || r == '-'
 }
 
-// checkID refuses an id that could name anything but a direct child of Dir (a user may type one
-// with `sdupdate rollback --to`).
+// checkID refuses an id that could name anything but a snapshot directly in Dir (a user may type
+// one with `sdupdate rollback --to`); the store's own directories are not ids either.
 func checkID(id string) error {
-	if id == "" || len(id) > 128 || id[0] == '.' || id[0] == '-' {
+	if id == "" || len(id) > 128 || id[0] == '.' || id[0] == '-' || id == objectsDir || id == restoringDir {
 		return fmt.Errorf("%q is not a snapshot id", id)
 	}
 	for _, r := range id {
@@ -199,201 +273,11 @@ func cleanNames(names []string) ([]string, error) {
 	return out, nil
 }
 
-// Create snapshots the managed files named in names that exist as regular files under
-// InstallDir; a missing name is simply not in the snapshot (Restore then removes it). A name that
-// runs through a symlink, or is not a regular file, fails Create before anything is written.
-//
-// Steps:
-//  1. check every name (nothing written yet);
-//  2. make Dir/<id>/files/, then per file: hard-link (or copy) it in, hash the snapshot's copy,
-//     record size, mode and owner — checking ctx between files;
-//  3. write the manifest's exact bytes (fsynced), fsync every directory made;
-//  4. write meta.json last, atomically: only now is the snapshot complete.
-//
-// On failure the partial directory is removed; if even that fails (or the process dies), it stays
-// incomplete and is never used, and Cleanup removes it.
-func (s *Store) Create(ctx context.Context, id, version string, manifest []byte, runID string, names []string) (*Meta, error) {
-	if err := checkID(id); err != nil {
-		return nil, fmt.Errorf("cannot create snapshot: %w", err)
+func checkSum(sum string) error {
+	if b, err := hex.DecodeString(sum); err != nil || len(b) != 32 || strings.ToLower(sum) != sum {
+		return errors.New("no valid sha256")
 	}
-	m, err := s.create(ctx, id, version, manifest, runID, names)
-	if err != nil {
-		return nil, fmt.Errorf("cannot create snapshot %s: %w", id, err)
-	}
-	return m, nil
-}
-
-func (s *Store) create(ctx context.Context, id, version string, manifest []byte, runID string, names []string) (*Meta, error) {
-	// 1. Check every name; nothing is written yet.
-	names, err := cleanNames(names)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		if _, err := fsutil.CheckPath(s.Fs, s.InstallDir, n); err != nil {
-			return nil, err
-		}
-	}
-	// 2. The snapshot's directories, then its files.
-	toSync := map[string]bool{}
-	dir, err := s.makeSnapDir(id, toSync)
-	if err != nil {
-		return nil, err
-	}
-	complete := false
-	defer func() {
-		if !complete {
-			_ = s.Fs.RemoveAll(dir)
-		}
-	}()
-	m := &Meta{ID: id, Version: version, Created: s.now().UTC(), RunID: runID, Files: []FileMeta{}}
-	for _, n := range names {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		fm, made, err := s.addFile(id, n)
-		for _, d := range made {
-			toSync[d] = true
-		}
-		if err != nil {
-			return nil, err
-		}
-		if fm != nil {
-			m.Files = append(m.Files, *fm)
-			m.Bytes += fm.Size
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	// 3 and 4. The manifest, the directories, and meta.json last.
-	if err := s.seal(m, manifest, toSync); err != nil {
-		return nil, err
-	}
-	complete = true
-	if len(manifest) > 0 {
-		m.Manifest = append(json.RawMessage(nil), manifest...)
-	}
-	return m, nil
-}
-
-// makeSnapDir makes Dir (as needed) and Dir/<id>/files/, empty, and marks in toSync every
-// directory whose entries it changed. A directory of the same id left by an interrupted Create
-// is incomplete, so never used: it is started over.
-func (s *Store) makeSnapDir(id string, toSync map[string]bool) (string, error) {
-	created, err := fsutil.MkdirAll(s.Fs, s.Dir, 0o700)
-	if err != nil {
-		return "", err
-	}
-	for _, d := range created {
-		toSync[d] = true
-		toSync[filepath.Dir(d)] = true
-	}
-	dir := s.snapDir(id)
-	if _, err := fsutil.Lstat(s.Fs, dir); err == nil {
-		if _, err := fsutil.Lstat(s.Fs, filepath.Join(dir, metaFile)); err == nil {
-			return "", ErrExists
-		}
-		if err := s.Fs.RemoveAll(dir); err != nil {
-			return "", fmt.Errorf("cannot remove the incomplete %s: %w", dir, err)
-		}
-	}
-	if err := s.Fs.Mkdir(dir, 0o700); err != nil {
-		return "", fmt.Errorf("cannot create directory %s: %w", dir, err)
-	}
-	toSync[s.Dir] = true
-	toSync[dir] = true
-	if err := fsutil.Mkdir(s.Fs, filepath.Join(dir, filesDir), 0o700); err != nil {
-		_ = s.Fs.RemoveAll(dir)
-		return "", err
-	}
-	toSync[filepath.Join(dir, filesDir)] = true
-	return dir, nil
-}
-
-// seal makes snapshot m complete: the manifest's exact bytes (fsynced), every directory in
-// toSync, then meta.json, atomically.
-func (s *Store) seal(m *Meta, manifest []byte, toSync map[string]bool) error {
-	dir := s.snapDir(m.ID)
-	if len(manifest) > 0 {
-		sum := sha256.Sum256(manifest)
-		m.ManifestSHA256 = hex.EncodeToString(sum[:])
-		if err := fsutil.WriteFileAtomic(s.Fs, filepath.Join(dir, manifestFile), manifest, 0o600); err != nil {
-			return err
-		}
-	}
-	// Files written by copy were fsynced by fsutil.CopyFile; links and new directories only
-	// exist once the directories holding them are synced.
-	if err := fsutil.SyncDirs(s.Fs, toSync); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(onDisk(m), "", "  ")
-	if err != nil {
-		return fmt.Errorf("cannot encode its meta.json: %w", err)
-	}
-	return fsutil.WriteFileAtomic(s.Fs, filepath.Join(dir, metaFile), append(data, '\n'), 0o600)
-}
-
-// addFile puts one installed file into snapshot id. It returns nil when the file does not exist,
-// and the directories it created (to be synced) in every case.
-func (s *Store) addFile(id, name string) (*FileMeta, []string, error) {
-	exists, err := fsutil.CheckPath(s.Fs, s.InstallDir, name)
-	if err != nil || !exists {
-		return nil, nil, err
-	}
-	src := s.installPath(name)
-	fi, err := fsutil.Lstat(s.Fs, src)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot inspect %s: %w", src, err)
-	}
-	made, err := fsutil.MkdirsUnder(s.Fs, filepath.Join(s.snapDir(id), filesDir), path.Dir(name), 0o700)
-	if err != nil {
-		return nil, made, err
-	}
-	dst := s.filePath(id, name)
-	if err := fsutil.LinkOrCopy(s.Fs, src, dst, fi.Mode().Perm()); err != nil {
-		return nil, made, err
-	}
-	// Hash what the snapshot holds, not what the install held a moment ago.
-	sum, size, err := fsutil.HashFile(s.Fs, dst)
-	if err != nil {
-		return nil, made, err
-	}
-	fm := &FileMeta{Name: name, SHA256: sum, Size: size, Mode: fi.Mode().Perm(), UID: -1, GID: -1}
-	if uid, gid, ok := fsutil.Owner(fi); ok {
-		fm.UID, fm.GID = uid, gid
-	}
-	return fm, made, nil
-}
-
-// onDisk is m as meta.json holds it: the manifest lives in its own file.
-func onDisk(m *Meta) *Meta {
-	c := *m
-	c.Manifest = nil
-	return &c
-}
-
-// readMeta loads Dir/<id>/meta.json. It returns an error wrapping os.ErrNotExist when the
-// snapshot is absent or incomplete, and ErrCorrupt when meta.json does not describe a sound
-// snapshot.
-func (s *Store) readMeta(id string) (*Meta, error) {
-	p := filepath.Join(s.snapDir(id), metaFile)
-	data, err := afero.ReadFile(s.Fs, p)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", p, err)
-	}
-	var m Meta
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("cannot parse %s (%v): %w", p, err, ErrCorrupt)
-	}
-	if err := checkMeta(id, &m); err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", p, err, ErrCorrupt)
-	}
-	m.Manifest = nil
-	return &m, nil
+	return nil
 }
 
 func checkMeta(id string, m *Meta) error {
@@ -408,199 +292,24 @@ func checkMeta(id string, m *Meta) error {
 		if i > 0 && m.Files[i-1].Name >= f.Name {
 			return fmt.Errorf("files are not sorted or repeat %q", f.Name)
 		}
-		if b, err := hex.DecodeString(f.SHA256); err != nil || len(b) != sha256.Size {
-			return fmt.Errorf("%s has no valid sha256", f.Name)
+		if err := checkSum(f.SHA256); err != nil {
+			return fmt.Errorf("%s has %v", f.Name, err)
 		}
 		if f.Size < 0 || f.Mode&^os.ModePerm != 0 {
 			return fmt.Errorf("%s has an invalid size or mode", f.Name)
 		}
 		total += f.Size
 	}
+	for _, d := range m.Dirs {
+		if err := checkName(d.Name); err != nil {
+			return err
+		}
+		if d.Mode&^os.ModePerm != 0 {
+			return fmt.Errorf("directory %s has an invalid mode", d.Name)
+		}
+	}
 	if total != m.Bytes {
 		return fmt.Errorf("bytes %d do not add up to %d", m.Bytes, total)
 	}
 	return nil
-}
-
-// List returns the complete snapshots, newest first (by Created, then ID). Incomplete ones are
-// skipped. A snapshot whose meta.json is unreadable is reported in err (wrapping ErrCorrupt),
-// while the slice still holds every readable snapshot. Manifest is left nil; Get fills it.
-func (s *Store) List() ([]Meta, error) {
-	entries, err := afero.ReadDir(s.Fs, s.Dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return []Meta{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot list snapshots in %s: %w", s.Dir, err)
-	}
-	out := []Meta{}
-	var errs []error
-	for _, e := range entries {
-		if !e.IsDir() || checkID(e.Name()) != nil {
-			continue
-		}
-		m, err := s.readMeta(e.Name())
-		if errors.Is(err, os.ErrNotExist) {
-			continue // incomplete
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, *m)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].Created.Equal(out[j].Created) {
-			return out[i].Created.After(out[j].Created)
-		}
-		return out[i].ID > out[j].ID
-	})
-	if len(errs) > 0 {
-		return out, fmt.Errorf("cannot read every snapshot in %s: %w", s.Dir, errors.Join(errs...))
-	}
-	return out, nil
-}
-
-// Get returns the complete snapshot id with its Manifest filled in. An unknown or incomplete id
-// wraps ErrNotFound; a damaged meta.json or manifest wraps ErrCorrupt.
-func (s *Store) Get(id string) (*Meta, error) {
-	if err := checkID(id); err != nil {
-		return nil, fmt.Errorf("unknown snapshot %q (run \"sdupdate snapshots\" to list them): %w", id, ErrNotFound)
-	}
-	m, err := s.readMeta(id)
-	if errors.Is(err, os.ErrNotExist) {
-		if _, derr := fsutil.Lstat(s.Fs, s.snapDir(id)); derr == nil {
-			return nil, fmt.Errorf("snapshot %s is incomplete (its creation was interrupted) and cannot be used; run \"sdupdate snapshots\" to list usable ones: %w", id, ErrNotFound)
-		}
-		return nil, fmt.Errorf("unknown snapshot %q (run \"sdupdate snapshots\" to list them): %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot use snapshot %s: %w", id, err)
-	}
-	if m.ManifestSHA256 != "" {
-		p := filepath.Join(s.snapDir(id), manifestFile)
-		data, err := afero.ReadFile(s.Fs, p)
-		if err != nil {
-			return nil, fmt.Errorf("cannot use snapshot %s: cannot read its manifest %s (%v): %w", id, p, err, ErrCorrupt)
-		}
-		sum := sha256.Sum256(data)
-		if hex.EncodeToString(sum[:]) != m.ManifestSHA256 {
-			return nil, fmt.Errorf("cannot use snapshot %s: its manifest %s does not match the recorded sha256: %w", id, p, ErrCorrupt)
-		}
-		m.Manifest = data
-	}
-	return m, nil
-}
-
-// Verify re-hashes the snapshot's files (and manifest) against its meta. Every mismatch is
-// named in one error wrapping ErrCorrupt.
-func (s *Store) Verify(id string) error {
-	m, err := s.Get(id)
-	if err != nil {
-		return err
-	}
-	return s.verifyFiles(context.Background(), m)
-}
-
-func (s *Store) verifyFiles(ctx context.Context, m *Meta) error {
-	var problems []string
-	for _, f := range m.Files {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("cannot verify snapshot %s: %w", m.ID, err)
-		}
-		p := s.filePath(m.ID, f.Name)
-		fi, err := fsutil.Lstat(s.Fs, p)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			problems = append(problems, f.Name+" is missing")
-			continue
-		case err != nil:
-			return fmt.Errorf("cannot verify snapshot %s: cannot inspect %s: %w", m.ID, p, err)
-		case !fi.Mode().IsRegular():
-			problems = append(problems, f.Name+" is not a regular file")
-			continue
-		}
-		sum, size, err := fsutil.HashFile(s.Fs, p)
-		if err != nil {
-			return fmt.Errorf("cannot verify snapshot %s: %w", m.ID, err)
-		}
-		if sum != f.SHA256 || size != f.Size {
-			problems = append(problems, fmt.Sprintf("%s has sha256 %s (%d bytes), recorded %s (%d bytes)", f.Name, sum, size, f.SHA256, f.Size))
-		}
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("snapshot %s in %s: %s: %w", m.ID, s.snapDir(m.ID), strings.Join(problems, "; "), ErrCorrupt)
-	}
-	return nil
-}
-
-// Delete removes snapshot id, complete or not. meta.json goes first (and that is synced), so a
-// crash halfway leaves an incomplete snapshot, never one that looks whole but lacks files.
-func (s *Store) Delete(id string) error {
-	if err := checkID(id); err != nil {
-		return fmt.Errorf("cannot delete snapshot: unknown snapshot %q: %w", id, ErrNotFound)
-	}
-	dir := s.snapDir(id)
-	fi, err := fsutil.Lstat(s.Fs, dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("cannot delete snapshot: unknown snapshot %q (run \"sdupdate snapshots\" to list them): %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("cannot delete snapshot %s: %w", id, err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("cannot delete snapshot %s: %s is not a directory: %w", id, dir, ErrNotFound)
-	}
-	if err := s.Fs.Remove(filepath.Join(dir, metaFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("cannot delete snapshot %s: %w", id, err)
-	}
-	if err := fsutil.SyncDir(s.Fs, dir); err != nil {
-		return fmt.Errorf("cannot delete snapshot %s: %w", id, err)
-	}
-	if err := s.Fs.RemoveAll(dir); err != nil {
-		return fmt.Errorf("cannot delete snapshot %s: %w", id, err)
-	}
-	if err := fsutil.SyncDir(s.Fs, s.Dir); err != nil {
-		return fmt.Errorf("cannot delete snapshot %s: %w", id, err)
-	}
-	return nil
-}
-
-// Cleanup removes incomplete snapshots (a directory without meta.json), the garbage of a crash
-// during Create, and returns their ids. Call it only under the sdupdate lock: a Create running
-// meanwhile looks incomplete too.
-func (s *Store) Cleanup() ([]string, error) {
-	entries, err := afero.ReadDir(s.Fs, s.Dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot list snapshots in %s: %w", s.Dir, err)
-	}
-	var removed []string
-	var errs []error
-	for _, e := range entries {
-		if !e.IsDir() || checkID(e.Name()) != nil {
-			continue
-		}
-		_, err := fsutil.Lstat(s.Fs, filepath.Join(s.snapDir(e.Name()), metaFile))
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("cannot inspect snapshot %s: %w", e.Name(), err))
-			continue
-		}
-		if err := s.Fs.RemoveAll(s.snapDir(e.Name())); err != nil {
-			errs = append(errs, fmt.Errorf("cannot remove incomplete snapshot %s: %w", e.Name(), err))
-			continue
-		}
-		removed = append(removed, e.Name())
-	}
-	if len(removed) > 0 {
-		if err := fsutil.SyncDir(s.Fs, s.Dir); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return removed, errors.Join(errs...)
 }

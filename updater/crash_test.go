@@ -2,6 +2,8 @@ package updater
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/faultfs"
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/snapshot"
 	"github.com/sdupdate/sdupdate/statindex"
 )
 
@@ -29,9 +32,10 @@ import (
 // unchanged, one is removed (and its directory with it) and two are added in new nested
 // directories. config.cfg is the operator's and no manifest lists it.
 const (
-	oldVersion = "1.0.0"
-	newVersion = "1.1.0"
-	mixed      = "mixed"
+	oldVersion   = "1.0.0"
+	newVersion   = "1.1.0"
+	thirdVersion = "1.2.0"
+	mixed        = "mixed"
 )
 
 var (
@@ -48,6 +52,14 @@ var (
 		"lib/ext/collectors/new.py": {data: "new in 1.1.0\n"},
 		"collectors/linux/cpu.py":   {data: "cpu = True\n"},
 	}
+	// 1.2.0 changes agent.py and lib/common.py again and drops new.py: what the store holds
+	// for 1.0.0 and for 1.1.0 then differs, so retention has objects to remove.
+	crashV3 = map[string]agentFile{
+		"agent.py":                {data: "print('agent 1.2.0')\n"},
+		"bin/sd-agent":            {data: "#!/bin/sh\nexec python3 agent.py\n", mode: 0o700},
+		"lib/common.py":           {data: "common = 2\n"},
+		"collectors/linux/cpu.py": {data: "cpu = True\n"},
+	}
 )
 
 // versionOfTree names the version the install holds, or "mixed" when it is neither exactly.
@@ -59,6 +71,8 @@ func versionOfTree(t *testing.T, fsys afero.Fs) string {
 		return oldVersion
 	case fmt.Sprint(want(crashV2, untracked)):
 		return newVersion
+	case fmt.Sprint(want(crashV3, untracked)):
+		return thirdVersion
 	}
 	return mixed
 }
@@ -120,6 +134,8 @@ func (a *versionAgent) runs() string {
 		return oldVersion
 	case crashV2["agent.py"].data:
 		return newVersion
+	case crashV3["agent.py"].data:
+		return thirdVersion
 	case "":
 		return "nothing"
 	}
@@ -141,6 +157,9 @@ type sweepCase struct {
 	doneCode    int
 	// settled lists the versions allowed after recovery.
 	settled []string
+	// latest is the version the site offers once prepared ("" = newVersion): what an update
+	// after recovery installs.
+	latest string
 }
 
 func installCrashV1(t *testing.T, s *site, e *Engine) {
@@ -207,6 +226,54 @@ var sweepCases = []sweepCase{
 		start: newVersion, done: oldVersion, doneCode: CodeOK,
 		settled: []string{oldVersion, newVersion},
 	},
+	{
+		// KeepSnapshots=1: the update's retention deletes the 1.0.0 snapshot and the objects
+		// only it names, while the new snapshot's objects must all survive.
+		name: "update with retention",
+		prepare: func(t *testing.T, s *site, e *Engine) {
+			e.Config.KeepSnapshots = 1
+			installCrashV1(t, s, e)
+			updateTo(t, s, e, newVersion, crashV2)
+			s.publish(t, thirdVersion, crashV3)
+		},
+		act: update, start: newVersion, done: thirdVersion, doneCode: CodeOK,
+		settled: []string{newVersion, thirdVersion}, latest: thirdVersion,
+	},
+	{
+		name:  "rollback two versions back",
+		agent: func(fsys afero.Fs) *versionAgent { return &versionAgent{fs: fsys} },
+		prepare: func(t *testing.T, s *site, e *Engine) {
+			installCrashV1(t, s, e)
+			updateTo(t, s, e, newVersion, crashV2)
+			updateTo(t, s, e, thirdVersion, crashV3)
+		},
+		act: func(ctx context.Context, e *Engine) (*Result, error) {
+			list, err := e.Snapshots()
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range list {
+				if s.Version == oldVersion {
+					return e.Rollback(ctx, s.ID)
+				}
+			}
+			return nil, errors.New("no snapshot of 1.0.0")
+		},
+		start: thirdVersion, done: oldVersion, doneCode: CodeOK,
+		settled: []string{oldVersion, thirdVersion}, latest: thirdVersion,
+	},
+}
+
+// updateTo publishes version and updates e to it.
+func updateTo(t *testing.T, s *site, e *Engine, version string, files map[string]agentFile) {
+	t.Helper()
+	s.publish(t, version, files)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatalf("update to %s: %v", version, err)
+	}
+	if v := versionOfTree(t, e.Fs); v != version {
+		t.Fatalf("update to %s gave a %s tree", version, v)
+	}
 }
 
 // freshMachine is a new in-memory machine prepared by c, with its agent (nil for Unit= empty).
@@ -266,6 +333,9 @@ func settledState(t *testing.T, e *Engine, allowed []string) string {
 	if incomplete := incompleteSnapshots(t, e.Fs); len(incomplete) > 0 {
 		t.Errorf("incomplete snapshots left: %v", incomplete)
 	}
+	if damage := storeDamage(t, e.Fs); len(damage) > 0 {
+		t.Errorf("snapshot store damaged: %v", damage)
+	}
 	return v
 }
 
@@ -275,8 +345,50 @@ func incompleteSnapshots(t *testing.T, fsys afero.Fs) []string {
 	entries, _ := afero.ReadDir(fsys, dir)
 	var out []string
 	for _, en := range entries {
-		if ok, _ := afero.Exists(fsys, filepath.Join(dir, en.Name(), "meta.json")); !ok {
+		if en.Name() == "objects" {
+			continue
+		}
+		if ok, _ := afero.Exists(fsys, filepath.Join(dir, en.Name(), "record.json")); !ok {
 			out = append(out, en.Name())
+		}
+	}
+	return out
+}
+
+// storeDamage lists what is wrong with the snapshot store on fsys once recovered: content a
+// kept snapshot stored that is neither in the store nor in the install (a restore may have
+// moved it back), or an object no snapshot names.
+func storeDamage(t *testing.T, fsys afero.Fs) []string {
+	t.Helper()
+	dir := filepath.Join(stateDir, "snapshots")
+	named := map[string]bool{}
+	var out []string
+	entries, _ := afero.ReadDir(fsys, dir)
+	for _, en := range entries {
+		data, err := afero.ReadFile(fsys, filepath.Join(dir, en.Name(), "record.json"))
+		if err != nil {
+			continue
+		}
+		var m snapshot.Meta
+		if err := json.Unmarshal(data, &m); err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", en.Name(), err))
+			continue
+		}
+		for _, f := range m.Files {
+			named[f.SHA256] = true
+			if ok, _ := afero.Exists(fsys, filepath.Join(dir, "objects", f.SHA256)); !f.Stored || ok {
+				continue
+			}
+			data, _ := afero.ReadFile(fsys, filepath.Join(installDir, f.Name))
+			if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != f.SHA256 {
+				out = append(out, fmt.Sprintf("%s lost the content of %s", m.ID, f.Name))
+			}
+		}
+	}
+	objs, _ := afero.ReadDir(fsys, filepath.Join(dir, "objects"))
+	for _, o := range objs {
+		if !named[o.Name()] {
+			out = append(out, "object "+o.Name()+" is named by no snapshot")
 		}
 	}
 	return out
@@ -405,10 +517,14 @@ func sweep(t *testing.T, c sweepCase, crash bool) {
 			agent.bad = ""
 		}
 		damageIndex(t, base, uint64(n)+1<<32)
+		latest := c.latest
+		if latest == "" {
+			latest = newVersion
+		}
 		if _, err := re.Update(ctx, UpdateOptions{}); err != nil {
 			t.Errorf("N=%d: update after recovery: %v", n, err)
 		}
-		if v := settledState(t, re, []string{newVersion}); v != newVersion {
+		if v := settledState(t, re, []string{latest}); v != latest {
 			t.Errorf("N=%d: update after recovery left %s", n, v)
 		}
 		if t.Failed() {

@@ -43,6 +43,9 @@ type LastRun struct {
 	// a new version that did not come up (result rolled-back), an apply that failed (result
 	// failed), or `sdupdate rollback`.
 	RolledBack bool `json:"rolled_back"`
+	// ModifiedLocally names the files a rollback left as they were because they were changed in
+	// place since the snapshot (by an operator, say), not by an update.
+	ModifiedLocally []string `json:"modified_locally"`
 }
 
 // summary says in a few words how the run ended, e.g. for STATUS=.
@@ -98,6 +101,9 @@ func loadLastRunFile(fsys afero.Fs, path string) (*lastRunFile, error) {
 	// Written before the field existed: the result tells.
 	if f.Result == OutcomeRolledBack {
 		f.RolledBack = true
+	}
+	if f.ModifiedLocally == nil {
+		f.ModifiedLocally = []string{}
 	}
 	return &f, nil
 }

@@ -3,12 +3,14 @@ package updater
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/snapshot"
 )
 
 // run drives a transaction from phase to its end. Update, Rollback and Recover all finish here,
@@ -148,18 +150,12 @@ func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec 
 	if err != nil {
 		return fmt.Errorf("cannot restore snapshot %s: %w", rec.Snapshot, err)
 	}
-	var current []*manifest.Manifest
-	for _, raw := range [][]byte{rec.OldManifest, rec.NewManifest, meta.Manifest} {
-		if len(raw) == 0 || string(raw) == "null" {
-			continue
-		}
-		m, err := manifest.Parse(raw)
-		if err != nil {
-			return fmt.Errorf("cannot read a manifest recorded in the journal: %w", err)
-		}
-		current = append(current, m)
+	current, err := restoreNames(rec, meta)
+	if err != nil {
+		return err
 	}
-	if err := store.Restore(ctx, rec.Snapshot, managedNames(current...)); err != nil {
+	done, err := store.Restore(ctx, rec.Snapshot, current)
+	if err != nil {
 		return fmt.Errorf("cannot restore snapshot %s: %w", rec.Snapshot, err)
 	}
 	var raw []byte
@@ -169,9 +165,32 @@ func (e *Engine) restore(ctx context.Context, log *logrus.Entry, l *layout, rec 
 	if err := e.setInstalled(l, raw); err != nil {
 		return err
 	}
-	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldSnapshot: rec.Snapshot}).
-		Infof("restored snapshot %s (version %s, %d files)", rec.Snapshot, human.Version(meta.Version), len(meta.Files))
+	rlog := log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldSnapshot: rec.Snapshot})
+	rlog.Infof("restored snapshot %s (version %s, %d files: %d put back from the store, %d already in place)",
+		rec.Snapshot, human.Version(meta.Version), len(meta.Files), done.Put, done.Kept)
+	rec.ModifiedLocally = done.ModifiedLocally
+	if len(done.ModifiedLocally) > 0 {
+		rlog.Warnf("left as modified locally (changed in place since the snapshot, not by an update; its recorded content is nowhere): %s",
+			strings.Join(done.ModifiedLocally, ", "))
+	}
 	return nil
+}
+
+// restoreNames is what a restore of rec's snapshot must put back or remove: every name the
+// journal's manifests and the snapshot's own list.
+func restoreNames(rec *Record, meta *snapshot.Meta) ([]string, error) {
+	var current []*manifest.Manifest
+	for _, raw := range [][]byte{rec.OldManifest, rec.NewManifest, meta.Manifest} {
+		if len(raw) == 0 || string(raw) == "null" {
+			continue
+		}
+		m, err := manifest.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read a manifest recorded in the journal: %w", err)
+		}
+		current = append(current, m)
+	}
+	return managedNames(current...), nil
 }
 
 // finish logs the outcome as one journal event, records it for `status`, prunes snapshots and
@@ -211,7 +230,7 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 	}
 	// A run ends failed here only after its snapshot was restored (see PhaseRollingBack).
 	restored := rec.Outcome == OutcomeRolledBack || rec.Outcome == OutcomeFailed
-	e.recordLastRun(l, &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: rec.Outcome, From: rec.From, To: rec.To,
+	e.recordLastRun(l, &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: rec.Outcome, From: rec.From, To: rec.To, ModifiedLocally: rec.ModifiedLocally,
 		Started: rec.Started, Reason: rec.Reason, Snapshot: rec.Snapshot, RolledBack: restored})
 	if !clear {
 		return res, err

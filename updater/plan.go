@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/snapshot"
 	"github.com/sdupdate/sdupdate/statindex"
 )
 
@@ -53,6 +55,12 @@ type Plan struct {
 	// Index holds the stat and sha256 of every installed file the plan looked at (trusted from
 	// the old index or hashed): after apply, the stat index of the new version.
 	Index *statindex.Index
+	// Installed describes every managed file installed now, as the plan hashed it: the snapshot
+	// records them without reading them again.
+	Installed []snapshot.FileMeta
+	// Leaving names the installed files the update replaces or removes: only they enter the
+	// snapshot store.
+	Leaving []string
 }
 
 // Counts returns how many files are added, changed and removed.
@@ -98,11 +106,20 @@ type installedFile struct {
 	mode        os.FileMode
 	uid, gid    int
 	hasOwner    bool
+	info        os.FileInfo // as stat said when the file was opened
+	taken       time.Time   // when it was read
+}
+
+// snapshotEntry is how the snapshot records this file.
+func (f *installedFile) snapshotEntry(name string) snapshot.FileMeta {
+	return snapshot.FileFromInfo(name, f.sha256, f.size, f.info, f.taken)
 }
 
 // hashInstalled reads an installed file once, in large chunks. st is the file's stat before it
 // was read, stable whether it was the same after: only then may an index remember the hash.
 func (e *Engine) hashInstalled(path string, withMD5 bool) (have *installedFile, st statindex.Stat, stable bool, err error) {
+	// Wall time, not e.now(): it is compared with the filesystem's timestamps.
+	taken := time.Now()
 	f, err := e.Fs.Open(path)
 	if err != nil {
 		return nil, st, false, fmt.Errorf("cannot open installed file %s: %w", path, err)
@@ -122,7 +139,7 @@ func (e *Engine) hashInstalled(path string, withMD5 bool) (have *installedFile, 
 	if err != nil {
 		return nil, st, false, fmt.Errorf("cannot read installed file %s: %w", path, err)
 	}
-	have = &installedFile{sha256: hex.EncodeToString(hs.Sum(nil)), size: n, mode: fi.Mode().Perm()}
+	have = &installedFile{sha256: hex.EncodeToString(hs.Sum(nil)), size: n, mode: fi.Mode().Perm(), info: fi, taken: taken}
 	if withMD5 {
 		have.md5 = hex.EncodeToString(hm.Sum(nil))
 	}
@@ -140,7 +157,8 @@ func (e *Engine) installedState(target string, f manifest.File, legacy bool, idx
 		if fi, err := fsutil.Lstat(e.Fs, target); err == nil && fi.Mode().IsRegular() {
 			st := statindex.StatOf(fi)
 			if sum, ok := idx.Lookup(f.Name, st); ok {
-				have := &installedFile{sha256: sum, size: fi.Size(), mode: fi.Mode().Perm()}
+				// The index vouches for the content as it is now.
+				have := &installedFile{sha256: sum, size: fi.Size(), mode: fi.Mode().Perm(), info: fi, taken: time.Now()}
 				have.uid, have.gid, have.hasOwner = fsutil.Owner(fi)
 				fresh.Set(f.Name, st, sum)
 				return have, nil
@@ -192,6 +210,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 			if err != nil {
 				return nil, err
 			}
+			p.Installed = append(p.Installed, have.snapshotEntry(f.Name))
 			c.UID, c.GID, c.HasOwner = have.uid, have.gid, have.hasOwner
 			if _, known := onHand[have.sha256]; !known {
 				onHand[have.sha256] = baseFile{name: f.Name, size: have.size}
@@ -216,8 +235,11 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 		resolved.Files[i].Mode, resolved.Files[i].HasMode = c.Mode, true
 		c.File.Mode, c.File.HasMode = c.Mode, true
 		p.Changes = append(p.Changes, c)
+		if exists {
+			p.Leaving = append(p.Leaving, f.Name)
+		}
 	}
-	if p.Removes, err = e.planRemoves(l, next, installed); err != nil {
+	if err := e.planRemoves(l, p, next, installed); err != nil {
 		return nil, err
 	}
 	p.Resolved = &resolved
@@ -225,26 +247,34 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 	return p, nil
 }
 
-// planRemoves lists, sorted, the files installed lists and next does not that are present.
-func (e *Engine) planRemoves(l *layout, next, installed *manifest.Manifest) ([]string, error) {
+// planRemoves adds to p the files installed lists, next does not, and that are there: they are
+// removed, and so hashed (only these, of the files not in next) because their content enters
+// the snapshot store.
+func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manifest) error {
 	if installed == nil {
-		return nil, nil
+		return nil
 	}
-	var removes []string
 	for _, f := range installed.Files {
 		if _, keep := next.Lookup(f.Name); keep {
 			continue
 		}
 		exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
 		if err != nil {
-			return nil, withCode(CodeFailed, fmt.Errorf("refusing to remove %q: %w", f.Name, err))
+			return withCode(CodeFailed, fmt.Errorf("refusing to remove %q: %w", f.Name, err))
 		}
-		if exists {
-			removes = append(removes, f.Name)
+		if !exists {
+			continue
 		}
+		have, _, _, err := e.hashInstalled(filepath.Join(l.install, filepath.FromSlash(f.Name)), false)
+		if err != nil {
+			return err
+		}
+		p.Removes = append(p.Removes, f.Name)
+		p.Installed = append(p.Installed, have.snapshotEntry(f.Name))
+		p.Leaving = append(p.Leaving, f.Name)
 	}
-	sort.Strings(removes)
-	return removes, nil
+	sort.Strings(p.Removes)
+	return nil
 }
 
 // chooseSources gives every fetched change its sources. Bases are the installed files hashed

@@ -19,8 +19,14 @@ type SnapshotInfo struct {
 	Version string    `json:"version"`
 	Created time.Time `json:"created"`
 	Files   int       `json:"files"`
-	Bytes   int64     `json:"bytes"`
-	RunID   string    `json:"run_id,omitempty"`
+	// Bytes is the disk the snapshot holds in the store, each object counted once however many
+	// snapshots name it; FilesBytes is the size of the version's files.
+	Bytes      int64 `json:"bytes"`
+	FilesBytes int64 `json:"files_bytes"`
+	// Complete is false when some file's recorded content is neither in the store nor in an
+	// installed file unchanged since: a rollback leaves such a file as modified locally.
+	Complete bool   `json:"complete"`
+	RunID    string `json:"run_id,omitempty"`
 }
 
 // Snapshots lists complete snapshots, newest first.
@@ -36,10 +42,11 @@ func (e *Engine) Snapshots() ([]SnapshotInfo, error) {
 	return snapshotInfos(metas), nil
 }
 
-func snapshotInfos(metas []snapshot.Meta) []SnapshotInfo {
+func snapshotInfos(metas []snapshot.Summary) []SnapshotInfo {
 	out := make([]SnapshotInfo, 0, len(metas))
 	for _, m := range metas {
-		out = append(out, SnapshotInfo{ID: m.ID, Version: m.Version, Created: m.Created, Files: len(m.Files), Bytes: m.Bytes, RunID: m.RunID})
+		out = append(out, SnapshotInfo{ID: m.ID, Version: m.Version, Created: m.Created, Files: len(m.Files),
+			Bytes: m.Held, FilesBytes: m.Bytes, Complete: m.Complete, RunID: m.RunID})
 	}
 	return out
 }
@@ -97,6 +104,7 @@ type Status struct {
 	InProgress      *InProgress    `json:"in_progress"`
 	Previous        *Previous      `json:"previous"`
 	Snapshots       []SnapshotInfo `json:"snapshots"`
+	StoreBytes      int64          `json:"store_bytes"` // disk the snapshot store holds
 	Findings        []Finding      `json:"findings"`
 	LastRun         *LastRun       `json:"last_run"`
 	ConfigFiles     []string       `json:"config_files"`
@@ -123,6 +131,7 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	st.Snapshots = snapshotInfos(metas)
+	st.StoreBytes = e.storeBytes(l, metas)
 	if p := rollbackTarget(metas, st.Version); p != nil {
 		st.Previous = &Previous{Snapshot: p.ID, Version: p.Version, Created: p.Created}
 	}
@@ -158,14 +167,14 @@ func (e *Engine) unitStatus(ctx context.Context, st *Status) {
 
 // rollbackTarget is the snapshot a rollback without --to restores: the newest one (metas are
 // newest first) of another version than the installed one, else the newest; nil when none.
-func rollbackTarget(metas []snapshot.Meta, installed string) *snapshot.Meta {
+func rollbackTarget(metas []snapshot.Summary, installed string) *snapshot.Meta {
 	for i := range metas {
 		if metas[i].Version != installed {
-			return &metas[i]
+			return &metas[i].Meta
 		}
 	}
 	if len(metas) > 0 {
-		return &metas[0]
+		return &metas[0].Meta
 	}
 	return nil
 }

@@ -118,6 +118,7 @@ func (e *Engine) cleanupStale(l *layout, keep *Record) {
 			}
 		}
 	}
+	e.upgradeSnapshots(l)
 	for _, dir := range e.snapshotDirs(l) {
 		if removed, err := e.storeAt(l, dir).Cleanup(); err != nil {
 			e.Log.WithError(err).Warn("cannot remove incomplete snapshots")

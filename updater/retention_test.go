@@ -47,7 +47,12 @@ func snapshotsOf(t *testing.T, n int) (*Engine, *layout, *failRemoveFs, []string
 	e.Now = func() time.Time { tick = tick.Add(time.Minute); return tick }
 	var ids []string
 	for i := 0; i < n; i++ {
-		m, err := e.storeAt(l, l.snapshots).Create(context.Background(), snapshot.NewID(e.now(), "1.0.0"), "1.0.0", nil, "", []string{"agent.py"})
+		f, err := snapshot.Describe(e.Fs, l.install, "agent.py")
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := snapshot.Spec{ID: snapshot.NewID(e.now(), "1.0.0"), Version: "1.0.0", Files: []snapshot.FileMeta{*f}, Leaving: []string{"agent.py"}}
+		m, err := e.storeAt(l, l.snapshots).Create(context.Background(), spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +107,7 @@ func TestPruneKeepsTheNewestAndTheProtected(t *testing.T) {
 
 func TestPruneRemovesNothingWhenASnapshotIsUnreadable(t *testing.T) {
 	e, l, _, ids := snapshotsOf(t, 2)
-	if err := afero.WriteFile(e.Fs, filepath.Join(l.snapshots, ids[1], "meta.json"), []byte("{garbage"), 0o600); err != nil {
+	if err := afero.WriteFile(e.Fs, filepath.Join(l.snapshots, ids[1], "record.json"), []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if removed, err := e.pruneSnapshots(l, 0, ""); err == nil || len(removed) != 0 {

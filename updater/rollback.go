@@ -7,7 +7,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/snapshot"
@@ -46,19 +45,18 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 	log := e.runLog(runID)
 	log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRollback, logging.FieldFrom: human.Version(versionOf(installed)), logging.FieldTo: human.Version(meta.Version), logging.FieldSnapshot: meta.ID}).
 		Infof("rolling back from %s to %s (snapshot %s)", human.Version(versionOf(installed)), human.Version(meta.Version), meta.ID)
-	// Checks first: a damaged snapshot or a symlink in the way refuses the rollback before any
-	// file changes.
-	if err := store.Verify(meta.ID); err != nil {
-		return nil, withCode(CodeFailed, fmt.Errorf("refusing to roll back to snapshot %s: %w", meta.ID, err))
-	}
-	for _, f := range meta.Files {
-		if _, err := fsutil.CheckPath(e.Fs, l.install, f.Name); err != nil {
-			return nil, withCode(CodeFailed, fmt.Errorf("refusing to roll back: %w", err))
-		}
-	}
 	rec := &Record{
 		RunID: runID, Kind: KindRollback, Phase: PhaseRollingBack, PID: os.Getpid(), Started: e.now(),
 		From: versionOf(installed), To: meta.Version, Snapshot: meta.ID, OldManifest: installedRaw, NewManifest: meta.Manifest,
+	}
+	// Checks first: a snapshot whose content the store lost, or a symlink in the way, refuses
+	// the rollback before any file changes.
+	current, err := restoreNames(rec, meta)
+	if err != nil {
+		return nil, withCode(CodeFailed, err)
+	}
+	if err := store.Check(ctx, meta.ID, current); err != nil {
+		return nil, withCode(CodeFailed, fmt.Errorf("refusing to roll back to snapshot %s: %w", meta.ID, err))
 	}
 	if e.Agent != nil {
 		active, err := e.Agent.Active(ctx)

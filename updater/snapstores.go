@@ -106,8 +106,8 @@ func (e *Engine) storeAt(l *layout, dir string) *snapshot.Store {
 }
 
 // listSnapshots merges every snapshot directory, newest first, with the store holding each.
-func (e *Engine) listSnapshots(l *layout) ([]snapshot.Meta, map[string]*snapshot.Store, error) {
-	var all []snapshot.Meta
+func (e *Engine) listSnapshots(l *layout) ([]snapshot.Summary, map[string]*snapshot.Store, error) {
+	var all []snapshot.Summary
 	where := map[string]*snapshot.Store{}
 	for _, dir := range e.snapshotDirs(l) {
 		st := e.storeAt(l, dir)
@@ -160,6 +160,36 @@ func (e *Engine) deleteSnapshot(l *layout, id string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// storeBytes is the disk every snapshot store holds: its objects, and the files of snapshots
+// of the earlier layout not converted yet.
+func (e *Engine) storeBytes(l *layout, all []snapshot.Summary) int64 {
+	var n int64
+	for _, dir := range e.snapshotDirs(l) {
+		if b, err := e.storeAt(l, dir).StoreBytes(); err == nil {
+			n += b
+		}
+	}
+	for _, s := range all {
+		if s.Legacy {
+			n += s.Held
+		}
+	}
+	return n
+}
+
+// upgradeSnapshots converts snapshots of the earlier layout, in every snapshot directory.
+func (e *Engine) upgradeSnapshots(l *layout) {
+	for _, dir := range e.snapshotDirs(l) {
+		done, err := e.storeAt(l, dir).Upgrade()
+		if err != nil {
+			e.Log.WithError(err).Warn("cannot convert every snapshot to the current layout; the next command tries again")
+		}
+		if len(done) > 0 {
+			e.Log.Infof("converted snapshots %v to the content-addressed store", done)
+		}
+	}
 }
 
 // pruneSnapshots keeps the newest keep snapshots across all directories, and protect.

@@ -66,6 +66,9 @@ type Record struct {
 	Ops             []Op            `json:"ops,omitempty"`
 	Reason          string          `json:"reason,omitempty"`
 	RecoverAttempts int             `json:"recover_attempts,omitempty"`
+	// ModifiedLocally names the files the restore left as they were: changed in place since
+	// the snapshot, their recorded content nowhere.
+	ModifiedLocally []string `json:"modified_locally,omitempty"`
 }
 
 const recordFormat = 1

@@ -219,7 +219,9 @@ func (e *Engine) snapshotUpdate(ctx context.Context, u *updateRun) error {
 	}
 	e.notify("taking snapshot")
 	store := e.storeAt(u.l, u.l.snapshots)
-	if _, err := store.Create(ctx, rec.Snapshot, u.from(), u.installedRaw, rec.RunID, managedNames(u.installed, u.f.m)); err != nil {
+	p := u.res.Plan
+	spec := snapshot.Spec{ID: rec.Snapshot, Version: u.from(), Manifest: u.installedRaw, RunID: rec.RunID, Files: p.Installed, Leaving: p.Leaving}
+	if _, err := store.Create(ctx, spec); err != nil {
 		return failIn(logging.PhaseSnapshot, fmt.Errorf("cannot snapshot the install before changing it: %w", err))
 	}
 	u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseSnapshot, logging.FieldSnapshot: rec.Snapshot}).Infof("snapshot %s taken", rec.Snapshot)
@@ -355,6 +357,17 @@ func (e *Engine) abortBeforeApply(l *layout, rec *Record) error {
 	if rec.Snapshot != "" {
 		if err := e.deleteSnapshot(l, rec.Snapshot); err != nil {
 			errs = append(errs, err)
+		}
+		// The snapshot linked the files it was about to replace; any object that stays
+		// because another snapshot names its content must not keep sharing their inodes.
+		names := make([]string, 0, len(rec.Ops))
+		for _, op := range rec.Ops {
+			names = append(names, op.Name)
+		}
+		for _, dir := range e.snapshotDirs(l) {
+			if err := e.storeAt(l, dir).Unshare(names); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if len(errs) == 0 {

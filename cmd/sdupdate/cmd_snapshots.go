@@ -47,9 +47,13 @@ func printSnapshots(w io.Writer, list []updater.SnapshotInfo) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tVERSION\tCREATED\tFILES\tBYTES")
+	fmt.Fprintln(tw, "ID\tVERSION\tCREATED\tFILES\tHELD\tCOMPLETE")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, human.Version(s.Version), s.Created.Local().Format(time.RFC3339), s.Files, human.Bytes(s.Bytes))
+		complete := "yes"
+		if !s.Complete {
+			complete = "no (files changed in place since)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, human.Version(s.Version), s.Created.Local().Format(time.RFC3339), s.Files, human.Bytes(s.Bytes), complete)
 	}
 	tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -55,13 +56,16 @@ func printStatus(w io.Writer, st *updater.Status) {
 		if lr.Reason != "" {
 			fmt.Fprintf(w, "            reason: %s\n", lr.Reason)
 		}
+		if len(lr.ModifiedLocally) > 0 {
+			fmt.Fprintf(w, "            modified locally (changed in place since the snapshot, left as they are): %s\n", strings.Join(lr.ModifiedLocally, ", "))
+		}
 	} else {
 		fmt.Fprintln(w, "last run:   none")
 	}
 	if st.Previous != nil {
 		fmt.Fprintf(w, "previous:   %s (snapshot %s; `sdupdate rollback` restores it)\n", human.Version(st.Previous.Version), st.Previous.Snapshot)
 	}
-	fmt.Fprintf(w, "snapshots:  %d\n", len(st.Snapshots))
+	fmt.Fprintf(w, "snapshots:  %d (the store holds %s)\n", len(st.Snapshots), human.Bytes(st.StoreBytes))
 	if len(st.Snapshots) > 0 {
 		printSnapshots(w, st.Snapshots)
 	}

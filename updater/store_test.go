@@ -1,0 +1,121 @@
+package updater
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/spf13/afero"
+)
+
+// 1.1.0 changes only a; conf.ini ships unchanged in both.
+var (
+	editV1 = map[string]agentFile{"a": {data: "a 1.0.0\n"}, "conf.ini": {data: "[main]\nkey=1\n"}, "agent.py": {data: crashV1["agent.py"].data}}
+	editV2 = map[string]agentFile{"a": {data: "a 1.1.0\n"}, "conf.ini": {data: "[main]\nkey=1\n"}, "agent.py": {data: crashV2["agent.py"].data}}
+)
+
+func appendInPlace(t *testing.T, fsys afero.Fs, name, data string) {
+	t.Helper()
+	f, err := fsys.OpenFile(installDir+"/"+name, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The issue's repro: after the update an operator appends to conf.ini in place; `sdupdate
+// rollback` must restore a, leave conf.ini as edited and say so, with the server gone (a
+// rollback never needs the network).
+func TestRollbackAfterAnInPlaceEditLeavesItAndNeedsNoNetwork(t *testing.T) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	e := newEngine(fsys, testConfig(s), nil)
+	s.publish(t, "1.0.0", editV1)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, "1.1.0", editV2)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	appendInPlace(t, fsys, "conf.ini", "x\n")
+	s.Close()
+
+	res, err := e.Rollback(context.Background(), "")
+	if err != nil || res.Outcome != OutcomeRolledBack {
+		t.Fatalf("rollback = %+v, %v; want rolled back", res, err)
+	}
+	wantTree := want(editV1, nil)
+	wantTree["conf.ini"] = "[main]\nkey=1\nx\n 0644"
+	equalTrees(t, tree(t, fsys, installDir), wantTree)
+	st, err := e.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastRun == nil || strings.Join(st.LastRun.ModifiedLocally, ",") != "conf.ini" {
+		t.Fatalf("status last run %+v, want conf.ini named as modified locally", st.LastRun)
+	}
+}
+
+// The same during an automatic rollback: the new agent rewrites conf.ini in place, then fails
+// its check. The rollback restores the old version and ends "rolled back" (exit 3), not exit 4.
+func TestAutomaticRollbackAfterAnInPlaceEditEndsRolledBack(t *testing.T) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	agent := &versionAgent{fs: fsys, running: "preinstalled"}
+	cfg := testConfig(s)
+	cfg.Unit = "sd-agent.service"
+	e := newEngine(fsys, cfg, agent)
+	s.publish(t, "1.0.0", editV1)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	agent.bad = editV2["agent.py"].data
+	e.HookApplied = func(*Record) { appendInPlace(t, fsys, "conf.ini", "written by 1.1.0\n") }
+	s.publish(t, "1.1.0", editV2)
+	res, err := e.Update(context.Background(), UpdateOptions{})
+	if ExitCode(err) != CodeRolledBack || res.Outcome != OutcomeRolledBack {
+		t.Fatalf("update = %+v, exit %d (%v); want rolled back, exit 3", res, ExitCode(err), err)
+	}
+	if got, _ := afero.ReadFile(fsys, installDir+"/a"); string(got) != editV1["a"].data {
+		t.Errorf("a = %q after the rollback", got)
+	}
+	if agent.runs() != oldVersion {
+		t.Errorf("the agent runs %s, want %s", agent.runs(), oldVersion)
+	}
+}
+
+// A snapshot holds only what the update changed: one file of many changes, one object is
+// stored, and the listing and status count its bytes once.
+func TestSnapshotStoresOnlyTheChangedFile(t *testing.T) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	e := newEngine(fsys, testConfig(s), nil)
+	s.publish(t, "1.0.0", editV1)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next := map[string]agentFile{"a": {data: "a 1.1.0\n"}, "conf.ini": editV1["conf.ini"], "agent.py": editV1["agent.py"]}
+	s.publish(t, "1.1.0", next)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := afero.ReadDir(fsys, stateDir+"/snapshots/objects")
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("the store holds %d objects (%v), want 1", len(objs), err)
+	}
+	st, err := e.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := int64(len(editV1["a"].data))
+	if st.StoreBytes != held || len(st.Snapshots) != 2 || st.Snapshots[0].Bytes != held || st.Snapshots[0].Files != 3 || !st.Snapshots[0].Complete {
+		t.Fatalf("status: store %d bytes, snapshots %+v; want %d bytes held by the newest, complete", st.StoreBytes, st.Snapshots, held)
+	}
+}
