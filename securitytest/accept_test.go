@@ -58,7 +58,7 @@ func (e *env) refused(want ...string) result {
 	}
 	e.assertUnchanged(before)
 	for _, p := range e.srv.paths() {
-		if p != "/manifest.json" && p != "/manifest.json.minisig" {
+		if !isManifestPath(p) {
 			e.t.Errorf("%s was requested although the manifest was refused", p)
 		}
 	}

@@ -789,7 +789,7 @@ func TestHostile(t *testing.T) {
 				t.Errorf("requests were made: %v", paths)
 			case c.onlyManifest:
 				for _, p := range paths {
-					if p != "/manifest.json" && p != "/manifest.json.minisig" {
+					if !isManifestPath(p) {
 						t.Errorf("%s was requested although the manifest was refused", p)
 					}
 				}

@@ -126,6 +126,12 @@ func newServer(t *testing.T, dir string) *server {
 	return s
 }
 
+// isManifestPath says whether p is one of the files a client fetches before it trusts the
+// manifest: the manifest, its compressed copy and its signature.
+func isManifestPath(p string) bool {
+	return p == "/manifest.json" || p == "/manifest.json.zst" || p == "/manifest.json.minisig"
+}
+
 // handle makes path answer with h instead of the site's file.
 func (s *server) handle(path string, h http.HandlerFunc) {
 	s.mu.Lock()
@@ -368,6 +374,12 @@ func (e *env) release(v string, files map[string]string, extra ...string) {
 	args := append([]string{"release", "--from", dir, "--version", v, "--out", e.site, "--sign-key", e.key.sec}, extra...)
 	if r := e.sdupdate(args...); r.code != 0 {
 		e.t.Fatalf("sdupdate release %s: exit %d\n%s", v, r.code, r.output())
+	}
+	// The hostile cases change what the server says as manifest.json; a server that offers a
+	// compressed copy beside it would have the client read that instead, so the copy goes, and
+	// TestHostileCompressedManifest attacks the copy itself.
+	if err := os.Remove(filepath.Join(e.site, "manifest.json.zst")); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
