@@ -239,7 +239,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 			p.Leaving = append(p.Leaving, f.Name)
 		}
 	}
-	if err := e.planRemoves(l, p, next, installed); err != nil {
+	if err := e.planRemoves(l, p, next, installed, idx); err != nil {
 		return nil, err
 	}
 	p.Resolved = &resolved
@@ -248,12 +248,13 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 }
 
 // planRemoves adds to p the files installed lists, next does not, and that are there: they are
-// removed, and so hashed (only these, of the files not in next) because their content enters
-// the snapshot store.
-func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manifest) error {
+// removed, and so looked at (only these, of the files not in next: trusted from idx, else
+// hashed) because their content enters the snapshot store. They are not in the new index.
+func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manifest, idx *statindex.Index) error {
 	if installed == nil {
 		return nil
 	}
+	gone := statindex.New("")
 	for _, f := range installed.Files {
 		if _, keep := next.Lookup(f.Name); keep {
 			continue
@@ -265,7 +266,7 @@ func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manif
 		if !exists {
 			continue
 		}
-		have, _, _, err := e.hashInstalled(filepath.Join(l.install, filepath.FromSlash(f.Name)), false)
+		have, err := e.installedState(filepath.Join(l.install, filepath.FromSlash(f.Name)), f, installed.Legacy, idx, gone)
 		if err != nil {
 			return err
 		}

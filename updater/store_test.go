@@ -3,10 +3,14 @@ package updater
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/fsutil"
 )
 
 // 1.1.0 changes only a; conf.ini ships unchanged in both.
@@ -118,4 +122,56 @@ func TestSnapshotStoresOnlyTheChangedFile(t *testing.T) {
 	if st.StoreBytes != held || len(st.Snapshots) != 2 || st.Snapshots[0].Bytes != held || st.Snapshots[0].Files != 3 || !st.Snapshots[0].Complete {
 		t.Fatalf("status: store %d bytes, snapshots %+v; want %d bytes held by the newest, complete", st.StoreBytes, st.Snapshots, held)
 	}
+}
+
+// On the real filesystem, with the stat index: an update that changes one file and removes
+// another reads no installed file (the plan trusts the index, the snapshot links), and rolling
+// it back reads no installed file either (the store's objects are read, the unchanged files'
+// stamps vouch for them).
+func TestUpdateAndRollbackReadNoUnchangedFile(t *testing.T) {
+	s := newSite(t)
+	e, fs := osEngine(t, s)
+	s.publish(t, "1.0.0", v1)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, "1.1.0", v2)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Older than the stamps' and the index's racy windows, as an install is between updates.
+	time.Sleep(1100 * time.Millisecond)
+	s.publish(t, "1.2.0", map[string]agentFile{
+		"agent.py": {data: "print('agent 1.2.0')\n"}, "bin/sd-agent": v2["bin/sd-agent"], "lib/common.py": v2["lib/common.py"],
+	})
+	fs.reset()
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{"agent.py", "bin/sd-agent", "lib/common.py", "lib/new.py"}
+	opened := fs.reset()
+	for _, n := range files {
+		if opened[n] > 0 {
+			t.Errorf("the update opened installed %s", n)
+		}
+	}
+	res, err := e.Rollback(context.Background(), "")
+	if err != nil || res.Outcome != OutcomeRolledBack {
+		t.Fatalf("rollback = %+v, %v", res, err)
+	}
+	opened = fs.reset()
+	for _, n := range files {
+		if opened[n] > 0 {
+			t.Errorf("the rollback opened installed %s", n)
+		}
+	}
+	if got, _ := afero.ReadFile(e.Fs, filepath.Join(e.Config.Directory, "lib", "new.py")); string(got) != v2["lib/new.py"].data {
+		t.Errorf("lib/new.py = %q after the rollback", got)
+	}
+}
+
+// Link makes the counting filesystem link like the OS one it wraps, so that snapshots link the
+// files that leave instead of copying them.
+func (c *openCounter) Link(oldname, newname string) error {
+	return fsutil.HardLink(c.Fs, oldname, newname)
 }
