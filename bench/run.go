@@ -21,8 +21,9 @@ type contender struct {
 // sample is one timed run.
 type sample struct {
 	wall    time.Duration
-	rss     int64 // peak resident set, bytes, from wait4's rusage (what /usr/bin/time -v reports)
-	fetched int64 // body bytes the HTTP server sent during the run
+	cpu     time.Duration // user + system time: what the run cost a machine also busy with other work
+	rss     int64         // peak resident set, bytes, from wait4's rusage (what /usr/bin/time -v reports)
+	fetched int64         // body bytes the HTTP server sent during the run
 }
 
 // runOnce runs c's setup, flushes dirty pages (so one contender's writeback never lands in the
@@ -49,7 +50,8 @@ func (b *bench) runOnce(c *contender) (sample, error) {
 		return sample{}, fmt.Errorf("%s: %s exited %d, want %d:\n%s", c.name, strings.Join(c.args, " "), code, c.exit, out.String())
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return sample{wall: wall, rss: ru.Maxrss * 1024, fetched: b.srv.sent.Load()}, nil
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return sample{wall: wall, cpu: cpu, rss: ru.Maxrss * 1024, fetched: b.srv.sent.Load()}, nil
 }
 
 // compare runs each contender once to warm up, then runs rounds of them in turn, so a drift of
@@ -73,24 +75,24 @@ func (b *bench) compare(cs ...*contender) ([][]sample, error) {
 	return out, nil
 }
 
-// stats is the median wall time, the highest peak RSS and the median bytes fetched of samples.
+// stats is the median wall and CPU time, the highest peak RSS and the median bytes fetched of
+// samples.
 type stats struct {
 	wall    time.Duration
+	cpu     time.Duration
 	rss     int64
 	fetched int64
 }
 
 func summarize(ss []sample) stats {
-	walls := make([]time.Duration, len(ss))
+	walls, cpus := make([]time.Duration, len(ss)), make([]time.Duration, len(ss))
 	fetched := make([]int64, len(ss))
 	var st stats
 	for i, s := range ss {
-		walls[i], fetched[i] = s.wall, s.fetched
+		walls[i], cpus[i], fetched[i] = s.wall, s.cpu, s.fetched
 		st.rss = max(st.rss, s.rss)
 	}
-	sort.Slice(walls, func(i, j int) bool { return walls[i] < walls[j] })
-	sort.Slice(fetched, func(i, j int) bool { return fetched[i] < fetched[j] })
-	st.wall, st.fetched = walls[len(walls)/2], fetched[len(fetched)/2]
+	st.wall, st.cpu, st.fetched = median(walls), median(cpus), median(fetched)
 	return st
 }
 
@@ -121,3 +123,8 @@ func (t *tail) Write(p []byte) (int, error) {
 }
 
 func (t *tail) String() string { return string(t.b) }
+
+func median[T time.Duration | int64](v []T) T {
+	sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+	return v[len(v)/2]
+}

@@ -59,8 +59,8 @@ func (b *bench) allMet() bool {
 }
 
 func (b *bench) print(w io.Writer) {
-	fmt.Fprintln(w, "| case | contender | sdupdate | contender | measured | target | sdupdate peak RSS | fetched by sdupdate | met |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| case | contender | sdupdate | contender | measured | target | sdupdate CPU | sdupdate peak RSS | fetched by sdupdate | met |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range b.rows {
 		theirs, measured, target := "", "", ""
 		if r.theirs != nil {
@@ -92,8 +92,8 @@ func (b *bench) print(w io.Writer) {
 		if !b.sz.targetsChecked {
 			met = "(not checked)"
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %d B | %s |\n", r.kase, dash(r.contender), seconds(r.ours.wall),
-			dash(theirs), dash(measured), target, human(r.ours.rss), r.ours.fetched, met)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d B | %s |\n", r.kase, dash(r.contender), seconds(r.ours.wall),
+			dash(theirs), dash(measured), target, seconds(r.ours.cpu), human(r.ours.rss), r.ours.fetched, met)
 	}
 }
 
