@@ -180,7 +180,7 @@ func (e *Engine) installedState(target string, f manifest.File, legacy bool, idx
 // already matches is not downloaded; a file no manifest lists is never looked at. Any name whose
 // path runs through a symlink refuses the whole update before anything is fetched.
 func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.Manifest, idx *statindex.Index) (*Plan, error) {
-	p := &Plan{From: versionOf(installed), To: next.Version, Index: statindex.New("")}
+	p := &Plan{From: versionOf(installed), To: next.Version, Index: statindex.NewSized("", len(next.Files))}
 	onHand := localContent{} // installed content by sha256: the bases deltas can start from
 	resolved := *next
 	resolved.Files = append([]manifest.File(nil), next.Files...)
