@@ -29,6 +29,9 @@ type rangeSite struct {
 	cutAt   int64 // the next file response stops after this many bytes; < 0: never
 	sent    int64
 	ranges  []string // Range header of each file request
+	// handlers counts the responses still being written: a body can be read whole before its
+	// handler has counted the last write.
+	handlers sync.WaitGroup
 }
 
 func newRangeSite(t *testing.T) *rangeSite {
@@ -46,6 +49,8 @@ func (s *rangeSite) publish(version string, data []byte) {
 }
 
 func (s *rangeSite) serve(w http.ResponseWriter, r *http.Request) {
+	s.handlers.Add(1)
+	defer s.handlers.Done()
 	s.mu.Lock()
 	version, data := s.version, s.data
 	if r.URL.Path == "/manifest.json" {
@@ -91,6 +96,7 @@ func (c *cuttingWriter) Write(p []byte) (int, error) {
 }
 
 func (s *rangeSite) stats() (sent int64, ranges []string) {
+	s.handlers.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sent, append([]string(nil), s.ranges...)
