@@ -35,6 +35,8 @@ import (
 
 	"aead.dev/minisign"
 	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/manifest"
 )
 
 // DefaultPath is the main configuration file read without --config.
@@ -516,6 +518,11 @@ func dirSetter(field func(*Config) *string, def string) setter {
 		v = filepath.Clean(v)
 		if v == "/" {
 			return fmt.Errorf("cannot be the root directory")
+		}
+		if len(v) > manifest.MaxDirectory {
+			// Every path sdupdate makes below it must stay within PATH_MAX; manifest names are
+			// limited to match.
+			return fmt.Errorf("is %d bytes long, more than the limit of %d bytes", len(v), manifest.MaxDirectory)
 		}
 		*field(c) = v
 		return nil

@@ -41,12 +41,19 @@ func HardLink(fsys afero.Fs, oldname, newname string) error {
 	return fmt.Errorf("cannot link %s: %w", newname, ErrNoHardLinks)
 }
 
+// tempPrefix starts every name TempName makes, so a leftover one is recognisable.
+const tempPrefix = ".sdupdate-"
+
+// TempNameOverhead is how many bytes TempName adds to the base name it is made for: the prefix,
+// 12 hex digits and a dash. A name whose last segment is longer than NAME_MAX minus this could be
+// installed but never replaced atomically, so the manifest's name limits count it.
+const TempNameOverhead = len(tempPrefix) + 12 + 1
+
 // TempName returns a hidden, unique name in dir for a file that will later be renamed over base.
-// The name starts with ".sdupdate-" so a leftover one is recognisable.
 func TempName(dir, base string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return filepath.Join(dir, ".sdupdate-"+hex.EncodeToString(b[:])+"-"+filepath.Base(base))
+	return filepath.Join(dir, tempPrefix+hex.EncodeToString(b[:])+"-"+filepath.Base(base))
 }
 
 // tempPattern matches the names TempName makes: ".sdupdate-" + 12 hex digits + "-" + base.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/sdupdate/sdupdate/fsutil"
 )
 
 func FuzzParse(f *testing.F) {
@@ -96,7 +98,8 @@ func FuzzValidateName(f *testing.F) {
 	for _, tc := range nameCases {
 		f.Add(tc.name)
 	}
-	for _, s := range []string{"a/b/../c", "./", "a/.", "\u202e", "a\u2028b", "C:\\x", "a\x00", "//x", ".sdupdate/"} {
+	for _, s := range []string{"a/b/../c", "./", "a/.", "\u202e", "a\u2028b", "C:\\x", "a\x00", "//x", ".sdupdate/",
+		strings.Repeat("y", MaxSegment+1), "a/" + strings.Repeat("é", MaxSegment/2), longName(MaxName), longName(MaxName + 1)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
@@ -115,6 +118,31 @@ func FuzzValidateName(f *testing.F) {
 		assertNameStaysInside(t, name)
 	})
 }
+
+// assertDerivedPathsFit checks that every path sdupdate makes from an accepted name stays within
+// NAME_MAX per segment and PATH_MAX whole, with the longest Directory the configuration accepts.
+func assertDerivedPathsFit(t *testing.T, name string) {
+	t.Helper()
+	dir := "/" + strings.Repeat("d", MaxDirectory-1)
+	for _, seg := range strings.Split(name, "/") {
+		if tmp := filepath.Base(fsutil.TempName(dir, seg)); len(tmp) > 255 {
+			t.Fatalf("accepted %q: the temp name %q for segment %q is %d bytes, over NAME_MAX", name, tmp, seg, len(tmp))
+		}
+	}
+	id := snapshotIDOfLongestVersion()
+	for _, p := range []string{
+		fsutil.TempName(filepath.Join(dir, filepath.Dir(name)), name),
+		filepath.Join(dir, ReservedName, "snapshots", id, "files", name),
+	} {
+		if len(p) > 4095 {
+			t.Fatalf("accepted %q: the derived path %.60q… is %d bytes, over PATH_MAX", name, p, len(p))
+		}
+	}
+}
+
+// snapshotIDOfLongestVersion is the longest snapshot id sdupdate can make (a timestamp, a version
+// cut to 64 bytes, a random suffix), at the 128-byte bound MaxDerived counts.
+func snapshotIDOfLongestVersion() string { return strings.Repeat("i", 128) }
 
 // assertNameStaysInside checks that an accepted name cannot lead outside the install directory.
 func assertNameStaysInside(t *testing.T, name string) {
@@ -136,6 +164,7 @@ func assertNameStaysInside(t *testing.T, name string) {
 	if strings.SplitN(name, "/", 2)[0] == ReservedName {
 		t.Fatalf("accepted reserved name %q", name)
 	}
+	assertDerivedPathsFit(t, name)
 	const root = "/opt/sd-agent"
 	joined := filepath.Join(root, filepath.FromSlash(name))
 	if rel, err := filepath.Rel(root, joined); err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {

@@ -128,7 +128,8 @@ var nameCases = []struct {
 	{"a..b", ""},
 	{"ünïcode/файл", ""},
 	{"with space", ""},
-	{strings.Repeat("x", 255), ""},
+	{strings.Repeat("x", MaxSegment), ""},
+	{longName(MaxName), ""},
 	{"", "is empty"},
 	{"/etc/passwd", "is absolute"},
 	{"/", "is absolute"},
@@ -153,7 +154,24 @@ var nameCases = []struct {
 	{"a\xffb", "not valid UTF-8"},
 	{".sdupdate", `reserved top-level name ".sdupdate"`},
 	{".sdupdate/staging/x", `reserved top-level name ".sdupdate"`},
-	{strings.Repeat("x", 256), "longer than 255 bytes"},
+	// A segment that fits NAME_MAX but not with the temp-name prefix a replace puts before it.
+	{strings.Repeat("x", 250), "segment of 250 bytes, more than the limit of 232 bytes"},
+	{"a/" + strings.Repeat("x", 233), "segment of 233 bytes"},
+	{strings.Repeat("x", 256), "segment of 256 bytes"},
+	{longName(MaxName + 1), "is 2049 bytes long, more than the limit of 2048 bytes"},
+}
+
+// longName is a valid name of exactly n bytes made of segments of the longest length allowed.
+func longName(n int) string {
+	var b strings.Builder
+	for b.Len() < n {
+		if b.Len() > 0 {
+			b.WriteByte('/')
+		}
+		seg := min(MaxSegment, n-b.Len())
+		b.WriteString(strings.Repeat("d", seg))
+	}
+	return b.String()
 }
 
 func TestValidateName(t *testing.T) {

@@ -5,15 +5,45 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/sdupdate/sdupdate/fsutil"
 )
 
 // ReservedName is the top-level name under the install directory that sdupdate keeps for its own
 // staging and snapshots when StateDirectory is on another filesystem. No manifest may use it.
 const ReservedName = ".sdupdate"
 
-// maxSegment is NAME_MAX on Linux filesystems: a longer segment could never be created, so it is
-// refused here, before anything is downloaded.
-const maxSegment = 255
+// The length limits, decided once here for every path sdupdate derives from a name. Linux refuses a
+// path segment over NAME_MAX (255 bytes) and a whole path over PATH_MAX (4096 bytes with its
+// NUL), so a name is refused when it is validated if any path made from it could break either:
+//
+//   - a segment may not exceed 255 bytes less fsutil.TempNameOverhead, because a file is replaced
+//     through a temp name in its own directory (".sdupdate-<12 hex>-<base>", on apply, rollback and
+//     recovery alike);
+//   - a whole name may not exceed MaxName bytes, and Directory and StateDirectory may not exceed
+//     MaxDirectory bytes (the configuration checks that), so that the longest path made from a
+//     name — a snapshot's copy, <Directory>/.sdupdate/snapshots/<id>/files/<name>, or its temp
+//     name in the install — stays far below PATH_MAX.
+//
+// Staged files are named by their position, not by the name, so staging adds nothing.
+const (
+	nameMax = 255 // NAME_MAX
+	pathMax = 4095
+
+	// MaxSegment is the longest segment of a name, in bytes.
+	MaxSegment = nameMax - fsutil.TempNameOverhead
+	// MaxName is the longest name, in bytes.
+	MaxName = 2048
+	// MaxDirectory is the longest Directory= or StateDirectory=, in bytes.
+	MaxDirectory = 1024
+	// MaxDerived is the most any path made from a name adds to MaxDirectory and MaxName: the
+	// snapshot store under <Directory>/.sdupdate: /.sdupdate/snapshots/<id>/files/, where a
+	// snapshot id is at most 128 bytes.
+	MaxDerived = len("/.sdupdate/snapshots/") + 128 + len("/files/")
+)
+
+// The limits must leave every derived path inside PATH_MAX; this fails to compile otherwise.
+var _ = [pathMax - (MaxDirectory + MaxDerived + MaxName + fsutil.TempNameOverhead)]struct{}{}
 
 // ValidateName checks a manifest file name against the contract: a relative slash path that is
 // not empty, not absolute, has no "", "." or ".." segment (so no trailing slash or "a//b"), no
@@ -58,6 +88,9 @@ func pathProblem(name string) string {
 	if strings.HasPrefix(name, "/") {
 		return "is absolute"
 	}
+	if len(name) > MaxName {
+		return fmt.Sprintf("is %d bytes long, more than the limit of %d bytes", len(name), MaxName)
+	}
 	segments := strings.Split(name, "/")
 	for i, seg := range segments {
 		switch {
@@ -69,8 +102,8 @@ func pathProblem(name string) string {
 			return "contains a \".\" segment"
 		case seg == "..":
 			return "contains a \"..\" segment"
-		case len(seg) > maxSegment:
-			return fmt.Sprintf("has a segment longer than %d bytes", maxSegment)
+		case len(seg) > MaxSegment:
+			return fmt.Sprintf("has a segment of %d bytes, more than the limit of %d bytes", len(seg), MaxSegment)
 		}
 	}
 	return ""
