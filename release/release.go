@@ -31,10 +31,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +65,39 @@ func (e *usageError) Unwrap() error { return ErrUsage }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// MinExpiry is the shortest --expires accepted: a manifest that expires sooner would be refused
+// by the updaters that fetch it while it is still being rolled out.
+const MinExpiry = time.Hour
+
+// maxExpiryDays is the most days a time.Duration holds (about 292 years).
+const maxExpiryDays = int64(math.MaxInt64 / int64(24*time.Hour))
+
+// ParseExpiry reads --expires: a whole number of days ("30d") or a Go duration ("720h"), at
+// least MinExpiry. A value a time.Duration cannot hold is refused rather than wrapped around.
+func ParseExpiry(s string) (time.Duration, error) {
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if days == "" || strings.Trim(days, "0123456789") != "" {
+			return 0, usagef("expiry %q is not a whole number of days like 30d or a duration like 720h", s)
+		}
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n > maxExpiryDays {
+			return 0, usagef("expiry %q is too long: at most %dd", s, maxExpiryDays)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		// ParseDuration refuses an overflow rather than wrapping it around.
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, usagef("expiry %q is not a whole number of days like 30d or a duration like 720h (at most %dd)", s, maxExpiryDays)
+		}
+	}
+	if d < MinExpiry {
+		return 0, usagef("expiry %q is too short: a manifest must stay valid at least %s after it is published", s, MinExpiry)
+	}
+	return d, nil
 }
 
 // Options describe one release.
@@ -201,6 +236,8 @@ func checkOptions(fsys afero.Fs, opts *Options) error {
 		return usagef("expiry %s is negative (--expires)", opts.Expires)
 	case opts.Deltas < 0:
 		return usagef("the number of earlier versions to make deltas from is negative (--deltas %d)", opts.Deltas)
+	case opts.Expires > 0 && opts.Expires < MinExpiry:
+		return usagef("expiry %s is shorter than %s (--expires)", opts.Expires, MinExpiry)
 	}
 	if _, err := manifest.CompareVersions(opts.Version, opts.Version); err != nil {
 		return usagef("bad version (--version): %v", err)

@@ -481,6 +481,7 @@ func TestRunUsageErrors(t *testing.T) {
 		"bad version":        {func(o *Options) { o.Version = "latest" }, `cannot parse version "latest"`},
 		"version with slash": {func(o *Options) { o.Version = "1.2.0/../../etc" }, "--version"},
 		"negative expiry":    {func(o *Options) { o.Expires = -time.Hour }, "--expires"},
+		"expiry too short":   {func(o *Options) { o.Expires = 900 * time.Millisecond }, "shorter than 1h0m0s"},
 		"missing from":       {func(o *Options) { o.From = "/nope" }, "/nope does not exist"},
 		"from is a file":     {func(o *Options) { o.From = "/file" }, "/file is not a directory"},
 		"out inside from":    {func(o *Options) { o.Out = "/src/dist" }, "inside the source directory"},
@@ -547,6 +548,49 @@ func TestRunRemovesLeftoverPartial(t *testing.T) {
 	for _, p := range []string{"/pub/1.2.0/junk", "/pub/.1.2.0.partial"} {
 		if _, err := fsys.Stat(p); err == nil {
 			t.Errorf("%s exists", p)
+		}
+	}
+}
+
+// --expires must never publish a manifest every client refuses (too short) nor wrap around to a
+// near or negative expiry (too long for a time.Duration).
+func TestParseExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    time.Duration
+		wantErr string
+	}{
+		{"30d", 30 * 24 * time.Hour, ""},
+		{"1d", 24 * time.Hour, ""},
+		{"720h", 720 * time.Hour, ""},
+		{"1h", time.Hour, ""},
+		{"1h30m", 90 * time.Minute, ""},
+		{"106751d", 106751 * 24 * time.Hour, ""},
+		{"106752d", 0, "too long: at most 106751d"},
+		{"213504d", 0, "too long"},
+		{"99999999999999999999d", 0, "too long"},
+		{"3000000h", 0, "at most 106751d"},
+		{"1ns", 0, "too short"},
+		{"900ms", 0, "too short"},
+		{"59m", 0, "too short"},
+		{"0d", 0, "too short"},
+		{"-1h", 0, "too short"},
+		{"-3d", 0, "not a whole number of days"},
+		{"+3d", 0, "not a whole number of days"},
+		{"d", 0, "not a whole number of days"},
+		{"1.5d", 0, "not a whole number of days"},
+		{"30", 0, "not a whole number of days"},
+		{"soon", 0, "not a whole number of days"},
+	} {
+		got, err := ParseExpiry(tc.in)
+		if tc.wantErr == "" {
+			if err != nil || got != tc.want {
+				t.Errorf("ParseExpiry(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrUsage) {
+			t.Errorf("ParseExpiry(%q) = %v, %v; want a usage error containing %q", tc.in, got, err, tc.wantErr)
 		}
 	}
 }

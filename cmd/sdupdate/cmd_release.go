@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/spf13/afero"
 	"github.com/spf13/cobra"
@@ -54,9 +51,9 @@ func runRelease(opts releaseOptions, g *globalOptions) error {
 		return &usageError{fmt.Errorf("release needs --from, --version and --out")}
 	}
 	if opts.expires != "" {
-		d, err := parseDays(opts.expires)
+		d, err := release.ParseExpiry(opts.expires)
 		if err != nil {
-			return &usageError{fmt.Errorf("--expires %q: %w", opts.expires, err)}
+			return &usageError{fmt.Errorf("--expires: %w", err)}
 		}
 		opts.Expires = d
 	}
@@ -72,20 +69,4 @@ func runRelease(opts releaseOptions, g *globalOptions) error {
 	}
 	fmt.Fprintln(g.stdout)
 	return nil
-}
-
-// parseDays accepts a Go duration or a whole number of days ("30d").
-func parseDays(s string) (time.Duration, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(d)
-		if err != nil || n <= 0 {
-			return 0, fmt.Errorf("want a positive number of days like 30d")
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("want a positive duration like 720h or 30d")
-	}
-	return d, nil
 }

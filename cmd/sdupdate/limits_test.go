@@ -110,3 +110,26 @@ func TestLongestNamesUpdateAndRollBack(t *testing.T) {
 	sameTree(t, "after rollback", hashTree(t, e.install), v1)
 	sdupdate(t, c, "verify").expect(t, 0, "verify after rollback")
 }
+
+// `release --expires` used to wrap 213504d around to 25 minutes and publish 1ns; both are usage
+// errors now, and nothing is published.
+func TestReleaseExpiresOutOfRange(t *testing.T) {
+	e := newEnv(t)
+	dir := e.build(t, "1.0.0", files1)
+	for _, tc := range []struct{ expires, want string }{
+		{"213504d", "too long"},
+		{"106752d", "too long"},
+		{"1ns", "too short"},
+		{"900ms", "too short"},
+	} {
+		r := sdupdate(t, "release", "--from", dir, "--version", "1.0.0", "--out", e.site, "--expires", tc.expires).expect(t, 2, "--expires "+tc.expires)
+		if !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("--expires %s: stderr lacks %q: %s", tc.expires, tc.want, r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(e.site, "manifest.json")); err == nil {
+			t.Fatalf("--expires %s published a manifest", tc.expires)
+		}
+	}
+	sdupdate(t, "release", "--from", dir, "--version", "1.0.0", "--out", e.site, "--expires", "106751d").expect(t, 0, "the longest expiry")
+	sdupdate(t, "--config="+e.conf, "update").expect(t, 0, "update from a manifest expiring in 292 years")
+}
