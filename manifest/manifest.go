@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -134,6 +135,7 @@ func Parse(data []byte) (*Manifest, error) {
 	m.index = make(map[string]int, len(entries))
 	firstKind := "" // "sha256" or "md5", set by the first entry
 	var firstName string
+	var total int64 // every later sum (download size, free space, progress) fits once this does
 	for i, raw := range entries {
 		f, kind, err := parseFile(raw, i)
 		if err != nil {
@@ -148,6 +150,10 @@ func Parse(data []byte) (*Manifest, error) {
 		if _, dup := m.index[f.Name]; dup {
 			return nil, fmt.Errorf("manifest: file %q: name is listed twice", f.Name)
 		}
+		if f.Size > 0 && total > math.MaxInt64-f.Size {
+			return nil, fmt.Errorf("manifest: file %q: the sizes of the files up to this one add up to more than %d bytes; no install can be that large", f.Name, int64(math.MaxInt64))
+		}
+		total += max(f.Size, 0)
 		m.index[f.Name] = i
 		m.Files = append(m.Files, f)
 	}

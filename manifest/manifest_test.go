@@ -587,3 +587,25 @@ func TestCompareVersionsRefusesGarbage(t *testing.T) {
 		}
 	}
 }
+
+// Four files of 2^62 bytes used to show "4 files to download (0 B)" and pass the free-space check;
+// a total that overflows is refused when the manifest is validated.
+func TestParseRefusesSizesThatOverflow(t *testing.T) {
+	sized := func(name string, size string) string {
+		return `{"name":"` + name + `","sha256":"` + sumA + `","size":` + size + `}`
+	}
+	const quarter = "4611686018427387904" // 2^62
+	for _, files := range [][]string{
+		{sized("a", quarter), sized("b", quarter)},
+		{sized("a", quarter), sized("b", quarter), sized("c", quarter), sized("d", quarter)},
+		{sized("a", "9223372036854775807"), sized("b", "1")},
+	} {
+		_, err := Parse([]byte(doc(files...)))
+		if err == nil || !strings.Contains(err.Error(), "add up to more than 9223372036854775807 bytes") {
+			t.Errorf("%d files: got %v, want the total refused", len(files), err)
+		}
+	}
+	if _, err := Parse([]byte(doc(sized("a", "9223372036854775806"), sized("b", "1")))); err != nil {
+		t.Errorf("a total of exactly MaxInt64 refused: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -337,10 +338,11 @@ func (e *Engine) checkSpace(l *layout, need int64) error {
 	if err != nil {
 		return fmt.Errorf("cannot read free space of %s: %w", l.work, err)
 	}
+	// need is at most MaxInt64 (the manifest refuses totals past it), so want cannot wrap.
 	want := uint64(need) + spaceMargin
 	if free < want {
 		return fmt.Errorf("not enough free space on the filesystem of %s: the update needs %s (%s to download + %s margin), %s is free; free some space and run it again",
-			l.work, human.Bytes(int64(want)), human.Bytes(need), human.Bytes(spaceMargin), human.Bytes(int64(free)))
+			l.work, human.Bytes(int64(min(want, math.MaxInt64))), human.Bytes(need), human.Bytes(spaceMargin), human.Bytes(int64(min(free, math.MaxInt64))))
 	}
 	return nil
 }
