@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -36,6 +37,7 @@ import (
 	"aead.dev/minisign"
 	"github.com/spf13/afero"
 
+	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/manifest"
 )
 
@@ -139,7 +141,7 @@ func Load(fsys afero.Fs, path string) (*Config, error) {
 	c := Default()
 	st := &loadState{cfg: &c, origin: map[string]origin{}}
 
-	data, err := afero.ReadFile(fsys, path)
+	data, err := readFile(fsys, path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &Error{File: path, err: err,
 			Msg: "configuration file not found; create it with at least:\n\n" + example}
@@ -156,7 +158,7 @@ func Load(fsys afero.Fs, path string) (*Config, error) {
 		return nil, err
 	}
 	for _, name := range dropins {
-		data, err := afero.ReadFile(fsys, name)
+		data, err := readFile(fsys, name)
 		if err != nil {
 			return nil, &Error{File: name, err: err, Msg: "cannot read: " + unwrapPath(err)}
 		}
@@ -169,6 +171,18 @@ func Load(fsys afero.Fs, path string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// readFile reads one configuration file. Only a regular file is read, opened without blocking, so
+// a FIFO dropped into sdupdate.conf.d is an error naming it rather than a hang that no signal
+// ends. /dev/null reads as empty: a drop-in linked to it masks one, as in systemd.
+func readFile(fsys afero.Fs, name string) ([]byte, error) {
+	if fi, err := fsys.Stat(name); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		if null, err := fsys.Stat(os.DevNull); err == nil && os.SameFile(fi, null) {
+			return nil, nil
+		}
+	}
+	return fsutil.ReadRegularFile(fsys, name)
 }
 
 // dropInFiles lists dir/*.conf in lexical order; a missing dir has none.

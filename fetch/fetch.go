@@ -28,12 +28,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/fsutil"
 )
 
 // DefaultTimeout is used when New is given none.
@@ -414,21 +417,14 @@ func openFile(ctx context.Context, u *url.URL, shown string, limit, offset int64
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{URL: shown, Err: err}
 	}
-	f, err := os.Open(u.Path)
+	// A FIFO published as a file would block the open itself until a writer came, with no way
+	// to cancel it: only a regular file is opened.
+	f, fi, err := fsutil.OpenRegular(afero.NewOsFs(), u.Path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &Error{URL: shown, Err: fmt.Errorf("no such file %s: %w", u.Path, fs.ErrNotExist)}
 	}
 	if err != nil {
 		return nil, &Error{URL: shown, Err: err}
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, &Error{URL: shown, Err: err}
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, &Error{URL: shown, Err: fmt.Errorf("%s is not a regular file", u.Path)}
 	}
 	if limit >= 0 && fi.Size() > limit {
 		f.Close()
@@ -451,7 +447,7 @@ func openFile(ctx context.Context, u *url.URL, shown string, limit, offset int64
 
 // fileBody stops reading once the caller's context is done.
 type fileBody struct {
-	f   *os.File
+	f   io.Reader
 	ctx context.Context
 	url string
 }

@@ -7,6 +7,7 @@
 package fsutil
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -164,6 +165,66 @@ func Lstat(fsys afero.Fs, name string) (os.FileInfo, error) {
 		return fi, err
 	}
 	return fsys.Stat(name)
+}
+
+// ErrNotRegular marks a file that OpenRegular refused because it is a FIFO, a device, a socket or
+// a directory.
+var ErrNotRegular = errors.New("not a regular file")
+
+// OpenRegular opens name for reading only if it is a regular file. It opens without blocking
+// (O_NONBLOCK), so a FIFO planted where a file is expected is refused at once instead of waiting,
+// uncancellably, for a writer; the type is checked on the opened file, not on the name, so it
+// cannot change in between. O_NONBLOCK has no effect on reading a regular file.
+func OpenRegular(fsys afero.Fs, name string) (afero.File, os.FileInfo, error) {
+	f, err := fsys.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("cannot stat %s: %w", name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is a %s, %w", name, FileKind(fi.Mode()), ErrNotRegular)
+	}
+	return f, fi, nil
+}
+
+// ReadRegularFile reads the whole of name if it is a regular file (see OpenRegular).
+func ReadRegularFile(fsys afero.Fs, name string) ([]byte, error) {
+	f, fi, err := OpenRegular(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := bytes.NewBuffer(make([]byte, 0, fi.Size()+512))
+	if _, err := buf.ReadFrom(f); err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// FileKind names the type of a file mode for messages ("named pipe (FIFO)", "directory").
+func FileKind(m os.FileMode) string {
+	switch t := m.Type(); {
+	case t == 0:
+		return "regular file"
+	case t&os.ModeDir != 0:
+		return "directory"
+	case t&os.ModeSymlink != 0:
+		return "symlink"
+	case t&os.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case t&os.ModeSocket != 0:
+		return "socket"
+	case t&os.ModeCharDevice != 0:
+		return "character device"
+	case t&os.ModeDevice != 0:
+		return "block device"
+	}
+	return "special file"
 }
 
 // ErrUnsafePath marks a path that runs through a symlink or a non-directory.

@@ -304,7 +304,7 @@ func scan(fsys afero.Fs, from string) ([]source, []string, error) {
 		case t == os.ModeSymlink:
 			return fmt.Errorf("%s is a symlink: a release holds regular files only (copy the file it points to, or remove it)", path)
 		case t != 0:
-			return fmt.Errorf("%s is a %s, not a regular file: a release holds regular files only", path, kind(t))
+			return fmt.Errorf("%s is a %s, not a regular file: a release holds regular files only", path, fsutil.FileKind(t))
 		}
 		if err := manifest.ValidateName(name); err != nil {
 			return fmt.Errorf("%s cannot be published: %w", path, err)
@@ -342,20 +342,6 @@ func scan(fsys afero.Fs, from string) ([]source, []string, error) {
 		}
 	}
 	return sources, empty, nil
-}
-
-func kind(t os.FileMode) string {
-	switch {
-	case t&os.ModeNamedPipe != 0:
-		return "named pipe"
-	case t&os.ModeSocket != 0:
-		return "socket"
-	case t&os.ModeCharDevice != 0:
-		return "character device"
-	case t&os.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
 }
 
 // copyVersion copies sources into out/.<version>.partial with their objects and deltas, syncs

@@ -120,15 +120,12 @@ func (f *installedFile) snapshotEntry(name string) snapshot.FileMeta {
 func (e *Engine) hashInstalled(path string, withMD5 bool) (have *installedFile, st statindex.Stat, stable bool, err error) {
 	// Wall time, not e.now(): it is compared with the filesystem's timestamps.
 	taken := time.Now()
-	f, err := e.Fs.Open(path)
+	// Whoever may write in the install could leave a FIFO under a managed name: refused, not waited on.
+	f, fi, err := fsutil.OpenRegular(e.Fs, path)
 	if err != nil {
 		return nil, st, false, fmt.Errorf("cannot open installed file %s: %w", path, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, st, false, fmt.Errorf("cannot stat installed file %s: %w", path, err)
-	}
 	hs := sha256.New()
 	var w io.Writer = hs
 	hm := md5.New()
