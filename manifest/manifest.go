@@ -70,13 +70,21 @@ type Manifest struct {
 	index map[string]int // name → position in Files, built by Parse
 }
 
-// Parse validates data against the contract and returns the manifest. Everything is checked
-// except expiry, which depends on the clock (see CheckExpiry). Each error says which check
-// failed and, for a file entry, names it.
+// Parse validates data, a manifest as fetched, against the contract and returns the manifest.
+// Everything is checked except expiry, which depends on the clock (see CheckExpiry). Each error
+// says which check failed and, for a file entry, names it.
 func Parse(data []byte) (*Manifest, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("manifest: %d bytes is more than the limit of %d bytes (16 MiB)", len(data), MaxSize)
 	}
+	return ParseRecorded(data)
+}
+
+// ParseRecorded validates a manifest sdupdate wrote itself (the installed manifest, the journal's
+// copies) exactly as Parse does, but without MaxSize: that limit bounds what a server may make it
+// read, and the canonical form of an accepted manifest (indented, every mode spelt out) can be
+// larger than the compact bytes that were fetched.
+func ParseRecorded(data []byte) (*Manifest, error) {
 	// A full syntax check first: it reports the offset of a syntax error and refuses
 	// trailing data, which the token-level reader below would not.
 	var whole json.RawMessage
@@ -438,8 +446,9 @@ type wireFile struct {
 
 // Marshal returns the canonical, indented JSON of m in the modern form: mode as a "0644" string
 // and only when the manifest has one, md5 only for a legacy entry (no sha256), size unless
-// unknown, object and deltas when there are any. The output is parsed again before it is returned, so Marshal never produces a
-// manifest that Parse would refuse, and Parse(Marshal(m)) gives back m.
+// unknown, object and deltas when there are any. The output is parsed again before it is
+// returned, so Marshal never produces a manifest that ParseRecorded would refuse, and
+// ParseRecorded(Marshal(m)) gives back m.
 func (m *Manifest) Marshal() ([]byte, error) {
 	w := wireManifest{Version: m.Version, BaseURL: m.BaseURL, Files: make([]wireFile, len(m.Files))}
 	if !m.Expires.IsZero() {
@@ -470,7 +479,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("manifest: cannot encode: %w", err)
 	}
-	back, err := Parse(buf.Bytes())
+	back, err := ParseRecorded(buf.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("cannot marshal an invalid manifest: %w", err)
 	}

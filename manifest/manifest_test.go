@@ -609,3 +609,34 @@ func TestParseRefusesSizesThatOverflow(t *testing.T) {
 		t.Errorf("a total of exactly MaxInt64 refused: %v", err)
 	}
 }
+
+// The canonical form of an accepted manifest may be larger than the compact bytes fetched; what
+// sdupdate writes itself must read back, whatever its size.
+func TestMarshalIsNotBoundByTheReadLimit(t *testing.T) {
+	var entries []string
+	name := longName(MaxName - 7)
+	for size := 0; size < MaxSize-5000; {
+		e := fmt.Sprintf(`{"name":"%s/%06d","sha256":"%s","size":1,"mode":"0644"}`, name, len(entries), sumA)
+		entries = append(entries, e)
+		size += len(e) + 1
+	}
+	fetched := doc(entries...)
+	m, err := Parse([]byte(fetched))
+	if err != nil {
+		t.Fatalf("a %d-byte manifest refused: %v", len(fetched), err)
+	}
+	out, err := m.Marshal()
+	if err != nil {
+		t.Fatalf("an accepted manifest of %d bytes does not marshal: %v", len(fetched), err)
+	}
+	if len(out) <= MaxSize {
+		t.Fatalf("canonical form is %d bytes, not past the limit: the case is not exercised", len(out))
+	}
+	back, err := ParseRecorded(out)
+	if err != nil || len(back.Files) != len(m.Files) {
+		t.Fatalf("ParseRecorded of the %d-byte canonical form: %v", len(out), err)
+	}
+	if _, err := Parse(out); err == nil || !strings.Contains(err.Error(), "more than the limit") {
+		t.Errorf("Parse (what a server sends) of %d bytes: %v, want the limit", len(out), err)
+	}
+}

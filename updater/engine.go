@@ -197,7 +197,7 @@ func (e *Engine) installedManifest(l *layout) (*manifest.Manifest, []byte, error
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read installed manifest %s: %w", l.installed, err)
 	}
-	m, err := manifest.Parse(data)
+	m, err := manifest.ParseRecorded(data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("installed manifest %s is damaged (run `sdupdate update --repair` or restore a snapshot): %w", l.installed, err)
 	}

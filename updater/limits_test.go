@@ -3,11 +3,15 @@ package updater
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"path"
 	"strings"
 	"testing"
 
 	"github.com/spf13/afero"
+
+	"github.com/sdupdate/sdupdate/manifest"
 )
 
 // hugeManifest declares files of the given sizes, which no server will ever be asked for.
@@ -51,4 +55,46 @@ func TestHugeSizesAreRefusedBeforeAnyDownload(t *testing.T) {
 		t.Errorf("files were requested: %v", reqs)
 	}
 	noLeftovers(t, fsys)
+}
+
+// A compact manifest just under the read limit used to download everything and then fail: the
+// installed manifest sdupdate re-encodes (indented, every mode spelt out) was held to the limit
+// meant for what a server sends. What sdupdate writes itself must install and read back.
+func TestManifestJustUnderTheLimitInstalls(t *testing.T) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	e := newEngine(fsys, testConfig(s), nil)
+	dir := strings.Repeat("d", manifest.MaxSegment)
+	for i := 0; i < 7; i++ {
+		dir += "/" + strings.Repeat("d", manifest.MaxSegment-1)
+	}
+	empty := sha256.Sum256(nil)
+	var entries []string
+	for size := 0; size < manifest.MaxSize-10000; {
+		// Already installed and matching: planned, not downloaded, so the test stays fast.
+		name := fmt.Sprintf("%s/%06d", dir, len(entries))
+		if err := afero.WriteFile(fsys, path.Join(installDir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		entry := fmt.Sprintf(`{"name":%q,"sha256":"%x","size":0}`, name, empty)
+		entries = append(entries, entry)
+		size += len(entry) + 1
+	}
+	s.mu.Lock()
+	s.content["/2.0.0/new"] = []byte("new\n")
+	s.mu.Unlock()
+	sum := sha256.Sum256([]byte("new\n"))
+	entries = append(entries, fmt.Sprintf(`{"name":"new","sha256":"%x","size":4}`, sum))
+	s.setManifest([]byte(`{"version":"2.0.0","base_url":"2.0.0/","files":[` + strings.Join(entries, ",") + `]}`))
+
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatalf("update with a %d-entry manifest: %v", len(entries), err)
+	}
+	fi, err := fsys.Stat(path.Join(stateDir, "installed.json"))
+	if err != nil || fi.Size() <= manifest.MaxSize {
+		t.Fatalf("installed.json: %v, %v bytes; the case needs it past the read limit", err, fi)
+	}
+	if _, mismatches, err := e.Verify(context.Background()); err != nil || len(mismatches) != 0 {
+		t.Fatalf("verify after the update: %v, %d mismatches", err, len(mismatches))
+	}
 }

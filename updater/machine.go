@@ -184,7 +184,7 @@ func restoreNames(rec *Record, meta *snapshot.Meta) ([]string, error) {
 		if len(raw) == 0 || string(raw) == "null" {
 			continue
 		}
-		m, err := manifest.Parse(raw)
+		m, err := manifest.ParseRecorded(raw)
 		if err != nil {
 			return nil, fmt.Errorf("cannot read a manifest recorded in the journal: %w", err)
 		}
