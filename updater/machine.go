@@ -84,6 +84,10 @@ func (e *Engine) afterApply(log *logrus.Entry, rec *Record) Phase {
 // signal during the watch as interrupted, with the journal left for recovery.
 func (e *Engine) watchRestart(ctx context.Context, log *logrus.Entry, rec *Record) (next Phase, interrupted bool) {
 	rollingBack := rec.Phase == PhaseRollbackRestarting
+	if e.Agent == nil {
+		endUnwatched(log, rec, rollingBack)
+		return PhaseDone, false
+	}
 	e.notify(fmt.Sprintf("waiting for %s to come up", e.Config.Unit))
 	log.WithField(logging.FieldPhase, logging.PhaseRestart).Debugf("handing %s to the restart gate", e.Config.Unit)
 	err := e.Agent.RestartAndWait(ctx, log)
@@ -140,6 +144,18 @@ func (e *Engine) rollBack(ctx context.Context, log *logrus.Entry, l *layout, rec
 		rec.Outcome = OutcomeFailed
 	}
 	return PhaseDone, nil
+}
+
+// endUnwatched ends a run that was stopped while it watched the agent, found again after Unit= was
+// emptied: there is no unit to watch any more and the tree is consistent, so the run ends as it
+// would have with Unit= empty from the start.
+func endUnwatched(log *logrus.Entry, rec *Record, rollingBack bool) {
+	rec.Outcome, rec.Restarted = OutcomeUpdated, false
+	installed := rec.To
+	if rollingBack {
+		rec.Outcome, installed = OutcomeRolledBack, human.Version(rec.From)
+	}
+	log.WithField(logging.FieldPhase, logging.PhaseRestart).Warnf("version %s is installed; the interrupted run was watching the agent, but Unit= is now empty, so its health was not checked: restart the agent yourself", installed)
 }
 
 // restore puts the run's snapshot back and records its manifest as installed. It ignores
