@@ -227,6 +227,30 @@ func FileKind(m os.FileMode) string {
 	return "special file"
 }
 
+// CheckPrivateDir refuses dir unless it is a real directory (not a symlink), owned by the user
+// running sdupdate and writable by no one else: only then can nothing in it have been planted by
+// another user, so what sdupdate opens, creates or removes there is its own. what names the
+// directory's role in the message ("StateDirectory").
+func CheckPrivateDir(fsys afero.Fs, dir, what string) error {
+	fi, err := Lstat(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("cannot inspect %s %s: %w", what, dir, err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 || !fi.IsDir() {
+		return fmt.Errorf("%s %s is a %s, not a directory; sdupdate never follows a symlink there (replace it with a real directory): %w",
+			what, dir, FileKind(fi.Mode()), ErrUnsafePath)
+	}
+	if uid, _, ok := Owner(fi); ok && uid != os.Geteuid() {
+		return fmt.Errorf("%s %s belongs to uid %d, not to uid %d running sdupdate, so another user could plant files there (chown it to uid %d): %w",
+			what, dir, uid, os.Geteuid(), os.Geteuid(), ErrUnsafePath)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s %s is writable by others (mode %04o), so another user could plant files there (chmod 0700 it): %w",
+			what, dir, fi.Mode().Perm(), ErrUnsafePath)
+	}
+	return nil
+}
+
 // ErrUnsafePath marks a path that runs through a symlink or a non-directory.
 var ErrUnsafePath = errors.New("unsafe path")
 

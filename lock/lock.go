@@ -12,6 +12,7 @@ package lock
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -53,7 +54,9 @@ func Acquire(path string) (*Lock, error) {
 	// way to write; the pid is written through a second descriptor. The
 	// descriptor is close-on-exec, so a child (HealthCommand) never holds
 	// the lock past our exit.
-	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDONLY), flock.SetPermissions(0o600))
+	// O_NOFOLLOW: a symlink planted as the lock must not make root create, lock or truncate
+	// the file it points to.
+	fl := flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK), flock.SetPermissions(0o600))
 	ok, err := fl.TryLock()
 	if err != nil {
 		return nil, fmt.Errorf("cannot lock %s: %w", path, err)
@@ -94,9 +97,13 @@ func (l *Lock) Release() error {
 }
 
 func writePID(path string, pid int) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return fmt.Errorf("lock %s is not a regular file", path)
 	}
 	content := ""
 	if pid > 0 {
@@ -117,7 +124,12 @@ func writePID(path string, pid int) error {
 // or it names no live process (the holder may not have written its pid yet,
 // in which case the file still holds an earlier, dead one).
 func readPID(path string) int {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 32))
 	if err != nil {
 		return 0
 	}

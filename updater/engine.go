@@ -122,8 +122,8 @@ func (e *Engine) resolveLayout() (*layout, error) {
 		lastRun:   filepath.Join(c.StateDirectory, "last-run.json"),
 		lock:      LockPath(c),
 	}
-	if err := e.Fs.MkdirAll(l.state, 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create state directory %s: %w", l.state, err)
+	if err := PrepareStateDirectory(e.Fs, l.state); err != nil {
+		return nil, err
 	}
 	if err := e.Fs.MkdirAll(l.install, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create install directory %s: %w", l.install, err)
@@ -155,6 +155,33 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	l.snapshots = filepath.Join(l.work, "snapshots")
 	e.lay = l
 	return l, nil
+}
+
+// PrepareStateDirectory creates dir 0700 if it is missing and then refuses it under the same rules
+// as <Directory>/.sdupdate: a real directory owned by the running user and writable by no one
+// else, whose staging, snapshots and partial entries are real directories too. Otherwise another
+// user could plant a symlink named lock, staging or txn.json and have root truncate or empty
+// whatever it points to. The command lock lives there, so this runs before it is taken.
+func PrepareStateDirectory(fsys afero.Fs, dir string) error {
+	if _, err := fsutil.Lstat(fsys, dir); errors.Is(err, os.ErrNotExist) {
+		if err := fsys.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return fmt.Errorf("cannot create the parent of state directory %s: %w", dir, err)
+		}
+		if err := fsutil.Mkdir(fsys, dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	if err := fsutil.CheckPrivateDir(fsys, dir, "StateDirectory"); err != nil {
+		return err
+	}
+	for _, sub := range []string{"staging", "snapshots", "partial"} {
+		p := filepath.Join(dir, sub)
+		if fi, err := fsutil.Lstat(fsys, p); err == nil && (fi.Mode()&os.ModeSymlink != 0 || !fi.IsDir()) {
+			return fmt.Errorf("%s is a %s, not a directory; sdupdate never follows a symlink in StateDirectory (remove it): %w",
+				p, fsutil.FileKind(fi.Mode()), fsutil.ErrUnsafePath)
+		}
+	}
+	return nil
 }
 
 // removeStaleProbes removes rename probes left in the install or state directory by a run that

@@ -44,6 +44,9 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 		e.cleanupStale(l, nil)
 		return nil, nil
 	}
+	if err := l.checkRecord(rec); err != nil {
+		return nil, withCode(CodeOperator, err)
+	}
 	log := e.runLog(rec.RunID)
 	rlog := log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseRecover, logging.FieldFrom: human.Version(rec.From), logging.FieldTo: human.Version(rec.To)})
 	rec.RecoverAttempts++

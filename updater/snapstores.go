@@ -89,13 +89,8 @@ func (e *Engine) checkReserved(l *layout, subs ...string) error {
 		if i > 0 {
 			continue // inside a directory only this user can write to
 		}
-		if uid, _, ok := fsutil.Owner(fi); ok && uid != os.Geteuid() {
-			return fmt.Errorf("%s belongs to uid %d, not to uid %d running sdupdate; sdupdate keeps its staging files and snapshots there (remove it): %w",
-				p, uid, os.Geteuid(), fsutil.ErrUnsafePath)
-		}
-		if fi.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("%s is writable by others (mode %v); sdupdate keeps its staging files and snapshots there (remove it or chmod 0700 it): %w",
-				p, fi.Mode().Perm(), fsutil.ErrUnsafePath)
+		if err := fsutil.CheckPrivateDir(e.Fs, p, "sdupdate's directory in the install"); err != nil {
+			return fmt.Errorf("%w; sdupdate keeps its staging files and snapshots there", err)
 		}
 	}
 	return nil

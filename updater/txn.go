@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/manifest"
 )
 
 // Phase names are persisted: they are part of the on-disk format and never renamed.
@@ -79,7 +82,7 @@ type journal struct {
 }
 
 func (j journal) load() (*Record, error) {
-	data, err := afero.ReadFile(j.fs, j.path)
+	data, err := fsutil.ReadRegularFile(j.fs, j.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -94,6 +97,37 @@ func (j journal) load() (*Record, error) {
 		return nil, fmt.Errorf("transaction journal %s has format %d, this sdupdate knows %d", j.path, r.Format, recordFormat)
 	}
 	return &r, nil
+}
+
+var (
+	runIDPattern  = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	stagedPattern = regexp.MustCompile(`^[0-9]{5,}$`)
+)
+
+// checkRecord refuses a journal whose paths are not the ones sdupdate derives for its run id: the
+// journal is state on disk, and recovery removes its staging directory and renames its staged
+// files into the install, so a staging_dir pointing anywhere else, or a name that leaves the
+// install, is never acted on.
+func (l *layout) checkRecord(r *Record) error {
+	bad := func(what string) error {
+		return fmt.Errorf("transaction journal %s %s, which sdupdate never writes; nothing was changed: inspect it, then move it away and run `sdupdate verify`", l.txn, what)
+	}
+	if !runIDPattern.MatchString(r.RunID) {
+		return bad(fmt.Sprintf("has run id %q", r.RunID))
+	}
+	if r.StagingDir != "" && r.StagingDir != filepath.Join(l.state, "staging", r.RunID) &&
+		r.StagingDir != filepath.Join(reservedDir(l), "staging", r.RunID) {
+		return bad(fmt.Sprintf("names staging directory %q", r.StagingDir))
+	}
+	for _, op := range r.Ops {
+		if err := manifest.ValidateName(op.Name); err != nil {
+			return bad(fmt.Sprintf("names a file that cannot be installed (%v)", err))
+		}
+		if op.Staged != "" && (r.StagingDir == "" || filepath.Dir(op.Staged) != r.StagingDir || !stagedPattern.MatchString(filepath.Base(op.Staged))) {
+			return bad(fmt.Sprintf("names staged file %q", op.Staged))
+		}
+	}
+	return nil
 }
 
 // save persists r durably: the phase it names must be on disk before the phase acts.

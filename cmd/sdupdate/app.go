@@ -98,6 +98,10 @@ func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx c
 		return err
 	}
 	defer a.close()
+	// The lock lives in StateDirectory: nothing is opened there before it passes the checks.
+	if err := updater.PrepareStateDirectory(a.engine.Fs, a.cfg.StateDirectory); err != nil {
+		return err
+	}
 	lk, err := lock.Acquire(updater.LockPath(a.cfg))
 	if err != nil {
 		if mode != readsInstall {
