@@ -140,8 +140,9 @@ func (e *Engine) rollBack(ctx context.Context, log *logrus.Entry, l *layout, rec
 		}
 	default:
 		// The agent was never restarted into the new files, so it still runs the old version:
-		// the install is back to exactly what it was.
+		// the install is back to exactly what it was. Only now is that true.
 		rec.Outcome = OutcomeFailed
+		rec.Reason = joinReason(rec.Reason, "the old version was restored")
 	}
 	return PhaseDone, nil
 }

@@ -72,7 +72,7 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 		e.recordLastRun(l, &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: OutcomeFailed, From: rec.From, To: rec.To, Started: rec.Started, Reason: reason})
 		res, err = &Result{RunID: rec.RunID, Outcome: OutcomeFailed, From: rec.From, To: rec.To, Reason: reason}, nil
 	case PhaseApplying:
-		rec.Reason = joinReason(rec.Reason, "interrupted while applying; the old version was restored")
+		rec.Reason = joinReason(rec.Reason, "interrupted while applying")
 		res, err = e.run(ctx, log, l, rec, PhaseRollingBack)
 	default:
 		res, err = e.run(ctx, log, l, rec, rec.Phase)

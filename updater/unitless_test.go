@@ -3,6 +3,8 @@ package updater
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/spf13/afero"
@@ -70,4 +72,50 @@ func (e *Engine) journalAt() (*Record, error) {
 		return nil, err
 	}
 	return e.journal(l).load()
+}
+
+// A restore that fails after an interrupted apply used to say "rollback failed, operator needed:
+// … the old version was restored; cannot restore snapshot …". A message states only what is true:
+// "restored" only once the snapshot is back, and never beside a failed restore.
+func TestFailedRestoreDoesNotSayRestored(t *testing.T) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	cfg := testConfig(s)
+	s.publish(t, "1.0.0", v1)
+	if _, err := newEngine(fsys, cfg, nil).Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, "1.1.0", v2)
+	ctx, stop := context.WithCancel(context.Background())
+	e := newEngine(fsys, cfg, nil)
+	e.HookApplied = func(rec *Record) {
+		stop() // a signal while applying: the run undoes itself
+		// ... and the snapshot it would restore is gone.
+		if err := fsys.RemoveAll(filepath.Join(stateDir, "snapshots", rec.Snapshot)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := e.Update(ctx, UpdateOptions{})
+	if ExitCode(err) != CodeOperator {
+		t.Fatalf("got %v (exit %d), want a failed rollback", err, ExitCode(err))
+	}
+	if msg := err.Error(); strings.Contains(msg, "restored;") || strings.Contains(msg, "was restored") || !strings.Contains(msg, "interrupted by a signal while applying") {
+		t.Errorf("message says something untrue or hides the cause: %s", msg)
+	}
+
+	// The successful case says it, once the snapshot is back.
+	fsys = afero.NewMemMapFs()
+	s.publish(t, "1.0.0", v1)
+	if _, err := newEngine(fsys, cfg, nil).Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, "1.1.0", v2)
+	ctx, stop = context.WithCancel(context.Background())
+	e = newEngine(fsys, cfg, nil)
+	e.HookApplied = func(*Record) { stop() }
+	_, err = e.Update(ctx, UpdateOptions{})
+	if ExitCode(err) != CodeFailed || !strings.Contains(err.Error(), "interrupted by a signal while applying; the old version was restored") {
+		t.Errorf("interrupted apply, restored: %v (exit %d)", err, ExitCode(err))
+	}
+	equalTrees(t, tree(t, fsys, installDir), want(v1, nil))
 }

@@ -291,7 +291,7 @@ func (e *Engine) applyUpdate(ctx context.Context, u *updateRun) (*Result, error)
 	if ctx.Err() != nil {
 		// A signal arrived while applying: the tree is consistent now, and the agent has not been
 		// restarted, so undoing is the least surprising answer to "stop".
-		rec.Reason = "interrupted by a signal while applying; the old version was restored"
+		rec.Reason = "interrupted by a signal while applying"
 		return e.run(ctx, u.log, u.l, rec, PhaseRollingBack)
 	}
 	return e.run(ctx, u.log, u.l, rec, PhaseApplied)
