@@ -41,8 +41,8 @@ func runVerify(ctx context.Context, g *globalOptions, a *app) error {
 	}
 	if n := len(mismatches); n > 0 {
 		// An unclassified error is exit 1, as the contract wants for a damaged install.
-		return fmt.Errorf("%d installed %s differ from version %s; `sdupdate update --repair` fetches them again",
-			n, human.Plural(n, "file", "files"), version)
+		return fmt.Errorf("%d installed %s from version %s; `sdupdate update --repair` fetches %s again",
+			n, human.Plural(n, "file differs", "files differ"), version, human.Plural(n, "it", "them"))
 	}
 	if !g.json {
 		fmt.Fprintf(g.stdout, "intact: every file of version %s matches\n", version)

@@ -18,3 +18,14 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// writtenTo remembers whether anything was written through it.
+type writtenTo struct {
+	w       io.Writer
+	written bool
+}
+
+func (t *writtenTo) Write(p []byte) (int, error) {
+	t.written = t.written || len(p) > 0
+	return t.w.Write(p)
+}

@@ -109,7 +109,8 @@ EXIT STATUS
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	g := &globalOptions{stdout: stdout, stderr: stderr}
+	out := &writtenTo{w: stdout}
+	g := &globalOptions{stdout: out, stderr: stderr}
 	// As logging.New decides: by JOURNAL_STREAM and the descriptors themselves.
 	g.stdoutJournal, _ = journal.StdoutIsJournalStream()
 	g.stderrJournal, _ = journal.StderrIsJournalStream()
@@ -126,7 +127,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return code
 	}
-	if g.json {
+	// --json promises one document on stdout: a command that already printed its own (verify
+	// listing mismatches, say) carries the failure in it, and the error goes to stderr only.
+	if g.json && !out.written {
 		_ = json.NewEncoder(stdout).Encode(map[string]any{"error": err.Error(), "exit_status": code})
 	}
 	g.reportError(stderr, err)
