@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -136,6 +137,11 @@ func (e *Engine) resolveLayout() (*layout, error) {
 		return nil, fmt.Errorf("install directory %s is not a directory (a symlink to one is not accepted either)", l.install)
 	}
 	same, err := fsutil.CanRenameBetween(e.Fs, l.state, l.install)
+	if errors.Is(err, syscall.EROFS) {
+		// A read-only install cannot take a staged file anyway: reading commands (status,
+		// verify) still answer, and a command that writes fails at its first write, naming it.
+		same, err = true, nil
+	}
 	if err != nil {
 		// A probe that could not be removed must not stay in the operator's directory.
 		e.removeStaleProbes(l)
@@ -147,7 +153,9 @@ func (e *Engine) resolveLayout() (*layout, error) {
 		if err := e.checkReserved(l, "staging", "snapshots", "partial"); err != nil {
 			return nil, err
 		}
-		if err := e.Fs.MkdirAll(l.work, 0o700); err != nil {
+		if err := e.Fs.MkdirAll(l.work, 0o700); errors.Is(err, syscall.EROFS) {
+			l.work = l.state // read-only install: as above, reading commands still answer
+		} else if err != nil {
 			return nil, fmt.Errorf("cannot create %s: %w", l.work, err)
 		}
 	}
@@ -215,9 +223,12 @@ func (e *Engine) removeStaleProbes(l *layout) {
 
 func (e *Engine) journal(l *layout) journal { return journal{fs: e.Fs, path: l.txn} }
 
+// errInstalledDamaged marks an installed manifest that exists but cannot be read.
+var errInstalledDamaged = errors.New("installed manifest damaged")
+
 // installedManifest is the manifest recorded by the last successful update, or nil before it.
 func (e *Engine) installedManifest(l *layout) (*manifest.Manifest, []byte, error) {
-	data, err := afero.ReadFile(e.Fs, l.installed)
+	data, err := fsutil.ReadRegularFile(e.Fs, l.installed)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
 	}
@@ -226,7 +237,7 @@ func (e *Engine) installedManifest(l *layout) (*manifest.Manifest, []byte, error
 	}
 	m, err := manifest.ParseRecorded(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("installed manifest %s is damaged (run `sdupdate update --repair` or restore a snapshot): %w", l.installed, err)
+		return nil, nil, fmt.Errorf("installed manifest %s is damaged (run `sdupdate update --repair` or restore a snapshot): %w: %w", l.installed, errInstalledDamaged, err)
 	}
 	return m, data, nil
 }

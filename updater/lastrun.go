@@ -87,7 +87,7 @@ func loadLastRun(fsys afero.Fs, path string) (*LastRun, error) {
 }
 
 func loadLastRunFile(fsys afero.Fs, path string) (*lastRunFile, error) {
-	data, err := afero.ReadFile(fsys, path)
+	data, err := fsutil.ReadRegularFile(fsys, path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -1,7 +1,6 @@
 package updater
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -39,13 +38,12 @@ func TestHugeSizesAreRefusedBeforeAnyDownload(t *testing.T) {
 
 	const half = (1<<63 - 1) / 2
 	s.setManifest(hugeManifest(half, half))
-	var out bytes.Buffer
-	e.Out = &out
-	if _, err := e.Update(context.Background(), UpdateOptions{DryRun: true}); err != nil {
+	res, err := e.Update(context.Background(), UpdateOptions{DryRun: true})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "2 files to download (8.0 EiB)") {
-		t.Errorf("dry run: %s", out.String())
+	if bytes, files := res.Plan.DownloadBytes(); bytes != 2*half || files != 2 {
+		t.Errorf("dry run plans %d files, %d bytes", files, bytes)
 	}
 	_, err = e.Update(context.Background(), UpdateOptions{})
 	if err == nil || !strings.Contains(err.Error(), "not enough free space") || !strings.Contains(err.Error(), "needs 8.0 EiB (8.0 EiB to download") {

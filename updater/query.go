@@ -15,6 +15,9 @@ import (
 
 // SnapshotInfo is one line of `sdupdate snapshots`.
 type SnapshotInfo struct {
+	// Corrupt is why a snapshot cannot be read ("" for a good one): it is listed so the operator
+	// sees it, and skipped by rollback.
+	Corrupt string    `json:"corrupt,omitempty"`
 	ID      string    `json:"id"`
 	Version string    `json:"version"`
 	Created time.Time `json:"created"`
@@ -35,11 +38,12 @@ func (e *Engine) Snapshots() ([]SnapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	metas, _, err := e.listSnapshots(l)
-	if err != nil {
-		return nil, err
+	metas, _, damaged := e.listSnapshots(l)
+	infos := snapshotInfos(metas)
+	for _, d := range damaged {
+		infos = append(infos, SnapshotInfo{ID: filepath.Base(d.Path), Corrupt: d.Message})
 	}
-	return snapshotInfos(metas), nil
+	return infos, nil
 }
 
 func snapshotInfos(metas []snapshot.Summary) []SnapshotInfo {
@@ -78,6 +82,17 @@ type Previous struct {
 	Created  time.Time `json:"created"`
 }
 
+// Finding codes.
+const (
+	FindingStateUnsafe      = "state-directory-unsafe"     // StateDirectory fails its checks; nothing in it was read
+	FindingLayout           = "layout"                     // the install or state directory cannot be used as it is
+	FindingInstalledDamaged = "installed-manifest-damaged" // installed.json cannot be read; `update --repair` rebuilds it
+	FindingSnapshotCorrupt  = "snapshot-corrupt"           // a snapshot cannot be read; it is skipped
+	FindingLastRunDamaged   = "last-run-damaged"           // last-run.json cannot be read
+	FindingJournalDamaged   = "journal-damaged"            // txn.json cannot be read or names paths sdupdate never writes
+	FindingRecoveryNeeded   = "recovery-needed"            // a run was interrupted and is not finished
+)
+
 // Finding is damage found in the state (a journal, manifest or snapshot that cannot be read,
 // say). Code is stable for tools; Message tells a person what is wrong and what to do.
 type Finding struct {
@@ -110,40 +125,53 @@ type Status struct {
 	ConfigFiles     []string       `json:"config_files"`
 }
 
-// Status gathers what an operator or a fleet tool wants to know about this install.
+// Status gathers what an operator or a fleet tool wants to know about this install. It always
+// answers: damage it finds in the state is reported in Findings, never as an error.
 func (e *Engine) Status(ctx context.Context) (*Status, error) {
+	c := e.Config
+	st := &Status{Format: StatusFormat, SdupdateVersion: e.SelfVersion, Directory: filepath.Clean(c.Directory), StateDirectory: filepath.Clean(c.StateDirectory),
+		ManifestURL: fetch.Redact(c.ManifestURL), Unit: c.Unit, ConfigFiles: append([]string{}, c.Files...),
+		Snapshots: []SnapshotInfo{}, Findings: []Finding{}}
+	e.unitStatus(ctx, st)
+	find := func(code, path string, err error) {
+		st.Findings = append(st.Findings, Finding{Code: code, Path: path, Message: err.Error()})
+	}
+	if err := PrepareStateDirectory(e.Fs, st.StateDirectory); err != nil {
+		find(FindingStateUnsafe, st.StateDirectory, err)
+		return st, nil
+	}
 	l, err := e.resolveLayout()
 	if err != nil {
-		return nil, err
+		find(FindingLayout, st.Directory, err)
+		return st, nil
 	}
-	st := &Status{Format: StatusFormat, SdupdateVersion: e.SelfVersion, Directory: l.install, StateDirectory: l.state, ManifestURL: fetch.Redact(e.Config.ManifestURL),
-		Unit: e.Config.Unit, ConfigFiles: append([]string{}, e.Config.Files...), Findings: []Finding{}}
-	m, _, err := e.installedManifest(l)
-	if err != nil {
-		return nil, err
-	}
-	if m != nil {
+	if m, _, err := e.installedManifest(l); err != nil {
+		find(FindingInstalledDamaged, l.installed, err)
+	} else if m != nil {
 		st.Version, st.Files = m.Version, len(m.Files)
 	}
-	e.unitStatus(ctx, st)
-	metas, _, err := e.listSnapshots(l)
-	if err != nil {
-		return nil, err
-	}
+	metas, _, damaged := e.listSnapshots(l)
 	st.Snapshots = snapshotInfos(metas)
 	st.StoreBytes = e.storeBytes(l, metas)
+	st.Findings = append(st.Findings, damaged...)
 	if p := rollbackTarget(metas, st.Version); p != nil {
 		st.Previous = &Previous{Snapshot: p.ID, Version: p.Version, Created: p.Created}
 	}
 	if st.LastRun, err = loadLastRun(e.Fs, l.lastRun); err != nil {
-		return nil, err
+		find(FindingLastRunDamaged, l.lastRun, err)
 	}
 	rec, err := e.journal(l).load()
-	if err != nil {
-		return nil, err
+	if err == nil && rec != nil {
+		err = l.checkRecord(rec)
 	}
-	if rec != nil {
+	switch {
+	case err != nil:
+		find(FindingJournalDamaged, l.txn, err)
+	case rec != nil:
 		st.InProgress = &InProgress{RunID: rec.RunID, Kind: rec.Kind, Phase: rec.Phase, PID: rec.PID, From: rec.From, To: rec.To}
+		if rec.RecoverAttempts > 0 {
+			find(FindingRecoveryNeeded, l.txn, fmt.Errorf("run %s was interrupted in phase %s and recovery has not finished it (%d attempts); `sdupdate recover` tries again, `journalctl SDUPDATE_RUN_ID=%s` tells why", rec.RunID, rec.Phase, rec.RecoverAttempts, rec.RunID))
+		}
 	}
 	return st, nil
 }

@@ -32,9 +32,9 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 			return nil, withCode(CodeFailed, err)
 		}
 	} else {
-		metas, where, err := e.listSnapshots(l)
-		if err != nil {
-			return nil, withCode(CodeFailed, err)
+		metas, where, damaged := e.listSnapshots(l)
+		for _, d := range damaged {
+			e.Log.Warn(d.Message)
 		}
 		if meta = rollbackTarget(metas, versionOf(installed)); meta == nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("no snapshot to roll back to in %s: snapshots are taken by `sdupdate update`", l.snapshots))

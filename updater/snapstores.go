@@ -100,15 +100,18 @@ func (e *Engine) storeAt(l *layout, dir string) *snapshot.Store {
 	return &snapshot.Store{Fs: e.Fs, Dir: dir, InstallDir: l.install, Now: e.Now}
 }
 
-// listSnapshots merges every snapshot directory, newest first, with the store holding each.
-func (e *Engine) listSnapshots(l *layout) ([]snapshot.Summary, map[string]*snapshot.Store, error) {
+// listSnapshots merges every snapshot directory, newest first, with the store holding each. A
+// snapshot that cannot be read (a damaged record.json, say) is left out of the list and reported in
+// damaged: it is never a rollback target, and the others still are.
+func (e *Engine) listSnapshots(l *layout) ([]snapshot.Summary, map[string]*snapshot.Store, []Finding) {
 	var all []snapshot.Summary
+	var damaged []Finding
 	where := map[string]*snapshot.Store{}
 	for _, dir := range e.snapshotDirs(l) {
 		st := e.storeAt(l, dir)
 		metas, err := st.List()
 		if err != nil {
-			return nil, nil, err
+			damaged = append(damaged, e.unreadableSnapshots(dir, metas, err)...)
 		}
 		for _, m := range metas {
 			if _, dup := where[m.ID]; dup {
@@ -124,7 +127,37 @@ func (e *Engine) listSnapshots(l *layout) ([]snapshot.Summary, map[string]*snaps
 		}
 		return all[i].ID > all[j].ID
 	})
-	return all, where, nil
+	return all, where, damaged
+}
+
+// unreadableSnapshots names the snapshots in dir that List could not read: complete ones (with a
+// record.json, or the meta.json of an older sdupdate) that are not among good.
+func (e *Engine) unreadableSnapshots(dir string, good []snapshot.Summary, err error) []Finding {
+	names, rerr := readDirNames(e, dir)
+	if rerr != nil {
+		return []Finding{{Code: FindingSnapshotCorrupt, Path: dir, Message: err.Error()}}
+	}
+	ok := map[string]bool{}
+	for _, m := range good {
+		ok[m.ID] = true
+	}
+	var out []Finding
+	for _, n := range names {
+		if ok[n] {
+			continue
+		}
+		_, rerr := fsutil.Lstat(e.Fs, filepath.Join(dir, n, "record.json"))
+		_, merr := fsutil.Lstat(e.Fs, filepath.Join(dir, n, "meta.json")) // before the store
+		if rerr != nil && merr != nil {
+			continue // incomplete, or not a snapshot: Cleanup's business
+		}
+		out = append(out, Finding{Code: FindingSnapshotCorrupt, Path: filepath.Join(dir, n),
+			Message: fmt.Sprintf("snapshot %s cannot be read, so it is skipped and never restored (remove %s when you have looked at it): %v", n, filepath.Join(dir, n), err)})
+	}
+	if len(out) == 0 {
+		out = append(out, Finding{Code: FindingSnapshotCorrupt, Path: dir, Message: err.Error()})
+	}
+	return out
 }
 
 // findSnapshot returns the store holding id and its metadata.
@@ -189,9 +222,10 @@ func (e *Engine) upgradeSnapshots(l *layout) {
 
 // pruneSnapshots keeps the newest keep snapshots across all directories, and protect.
 func (e *Engine) pruneSnapshots(l *layout, keep int, protect string) ([]string, error) {
-	all, where, err := e.listSnapshots(l)
-	if err != nil {
-		return nil, err
+	all, where, damaged := e.listSnapshots(l)
+	if len(damaged) > 0 {
+		// Which snapshots are the newest cannot be told while one cannot be read.
+		return nil, fmt.Errorf("not pruning snapshots: %s", damaged[0].Message)
 	}
 	var removed []string
 	var errs []error

@@ -106,6 +106,12 @@ func (e *Engine) startUpdate(opts UpdateOptions) (*updateRun, error) {
 	e.index = nil
 	u := &updateRun{opts: opts, l: l, log: e.runLog(runID), started: e.now()}
 	u.installed, u.installedRaw, err = e.installedManifest(l)
+	if errors.Is(err, errInstalledDamaged) && opts.Repair {
+		// What was installed is unknown, as before the first update: every file is checked
+		// against the new manifest by its hash, and installed.json is written anew.
+		e.Log.WithError(err).Warn("rebuilding the installed manifest (--repair): the installed version counts as unknown")
+		u.installed, u.installedRaw, err = nil, nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}

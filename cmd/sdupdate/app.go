@@ -100,7 +100,12 @@ func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx c
 	defer a.close()
 	// The lock lives in StateDirectory: nothing is opened there before it passes the checks.
 	if err := updater.PrepareStateDirectory(a.engine.Fs, a.cfg.StateDirectory); err != nil {
-		return err
+		if mode != readsInstall {
+			return err
+		}
+		// status reports it as a finding; the other reading commands refuse with it.
+		a.log.WithError(err).Debug("reading without the lock or recovery")
+		return fn(ctx, a)
 	}
 	lk, err := lock.Acquire(updater.LockPath(a.cfg))
 	if err != nil {
@@ -119,7 +124,11 @@ func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx c
 	if mode != recoversInstall {
 		// The interrupted run's outcome was logged as its own event; this command goes on.
 		if _, err := a.engine.Recover(ctx); err != nil {
-			return err
+			if mode != readsInstall {
+				return err
+			}
+			// A reading command still answers; status shows the unfinished run as a finding.
+			a.log.WithError(err).Warn("the interrupted run could not be recovered")
 		}
 	}
 	return fn(ctx, a)

@@ -49,6 +49,10 @@ func printSnapshots(w io.Writer, list []updater.SnapshotInfo) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tVERSION\tCREATED\tFILES\tHELD\tCOMPLETE")
 	for _, s := range list {
+		if s.Corrupt != "" {
+			fmt.Fprintf(tw, "%s\tCORRUPT\t-\t-\t-\tno\n", s.ID)
+			continue
+		}
 		complete := "yes"
 		if !s.Complete {
 			complete = "no (files changed in place since)"

@@ -65,6 +65,9 @@ func printStatus(w io.Writer, st *updater.Status) {
 	if st.Previous != nil {
 		fmt.Fprintf(w, "previous:   %s (snapshot %s; `sdupdate rollback` restores it)\n", human.Version(st.Previous.Version), st.Previous.Snapshot)
 	}
+	for _, f := range st.Findings {
+		fmt.Fprintf(w, "finding:    %s: %s\n", f.Code, f.Message)
+	}
 	fmt.Fprintf(w, "snapshots:  %d (the store holds %s)\n", len(st.Snapshots), human.Bytes(st.StoreBytes))
 	if len(st.Snapshots) > 0 {
 		printSnapshots(w, st.Snapshots)
