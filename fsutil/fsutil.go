@@ -264,14 +264,17 @@ func Owner(fi os.FileInfo) (uid, gid int, ok bool) {
 
 // CanRenameBetween reports whether a file can be renamed (and so hard-linked) from directory a
 // into directory b. Comparing device numbers is not enough: systemd's ReadWritePaths= makes each
-// listed path a mount of its own, and rename(2) refuses to cross mounts (EXDEV) even on one
-// filesystem. So this tries it with a probe file, which it removes.
+// listed path a mount of its own, and rename(2) and link(2) both refuse to cross mounts (EXDEV)
+// even on one filesystem. So this tries it: a probe file made in a is hard-linked into b under the
+// same name, then both are removed. The name in b is only ever removed while it is the very inode
+// of the probe in a, so a file of that name that sdupdate did not make is never touched (see
+// RemoveStaleProbes). A filesystem without hard links is taken at its word by a rename.
 func CanRenameBetween(fsys afero.Fs, a, b string) (bool, error) {
 	same, err := SameFilesystem(fsys, a, b)
 	if err != nil || !same {
 		return false, err
 	}
-	src := TempName(a, "probe")
+	src := TempName(a, probeBase)
 	dst := filepath.Join(b, filepath.Base(src))
 	f, err := fsys.OpenFile(src, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -279,16 +282,58 @@ func CanRenameBetween(fsys afero.Fs, a, b string) (bool, error) {
 	}
 	f.Close()
 	defer fsys.Remove(src)
-	if err := fsys.Rename(src, dst); err != nil {
+	err = HardLink(fsys, src, dst)
+	if errors.Is(err, ErrNoHardLinks) {
+		return true, nil // an in-memory filesystem: one filesystem, no mounts
+	}
+	if err != nil {
 		if errors.Is(err, syscall.EXDEV) {
 			return false, nil
 		}
-		return false, fmt.Errorf("cannot rename probe file %s to %s: %w", src, dst, err)
+		return false, fmt.Errorf("cannot link probe file %s to %s: %w", src, dst, err)
 	}
-	if err := fsys.Remove(dst); err != nil {
+	if err := fsys.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return true, fmt.Errorf("cannot remove probe file %s: %w", dst, err)
 	}
 	return true, nil
+}
+
+const probeBase = "probe"
+
+// RemoveStaleProbes removes what a CanRenameBetween(a, b) killed half way left behind: a probe
+// link in b only while it is still the same inode as its probe file in a (so a file of that name
+// that someone else made is left alone), and the probe file in a, which lies in sdupdate's own
+// directory. It returns the directories it changed.
+func RemoveStaleProbes(fsys afero.Fs, a, b string) (changed []string, err error) {
+	var errs []error
+	for _, dir := range []string{b, a} {
+		entries, err := afero.ReadDir(fsys, dir)
+		if err != nil {
+			continue
+		}
+		removed := false
+		for _, fi := range entries {
+			if base, ok := TempBase(fi.Name()); !ok || base != probeBase {
+				continue
+			}
+			p := filepath.Join(dir, fi.Name())
+			if dir == b {
+				mine, err := Lstat(fsys, filepath.Join(a, fi.Name()))
+				if err != nil || !os.SameFile(mine, fi) {
+					continue // not the link of a probe of ours
+				}
+			}
+			if err := fsys.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("cannot remove probe file %s: %w", p, err))
+				continue
+			}
+			removed = true
+		}
+		if removed {
+			changed = append(changed, dir)
+		}
+	}
+	return changed, errors.Join(errs...)
 }
 
 // SameFilesystem reports whether a and b (existing paths) live on one filesystem, so a rename or

@@ -153,6 +153,10 @@ var nameCases = []struct {
 	{"a\u0085b", "control character U+0085"},
 	{"a\xffb", "not valid UTF-8"},
 	{".sdupdate", `reserved top-level name ".sdupdate"`},
+	{".sdupdate-000000000000-probe", "shaped like sdupdate's temp names"},
+	{"lib/.sdupdate-0123456789ab-agent.py", "shaped like sdupdate's temp names"},
+	{"lib/.sdupdate-0123456789AB-agent.py", ""}, // not the shape: uppercase hex
+	{".sdupdate-x", ""},
 	{".sdupdate/staging/x", `reserved top-level name ".sdupdate"`},
 	// A segment that fits NAME_MAX but not with the temp-name prefix a replace puts before it.
 	{strings.Repeat("x", 250), "segment of 250 bytes, more than the limit of 232 bytes"},

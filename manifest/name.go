@@ -102,6 +102,9 @@ func pathProblem(name string) string {
 			return "contains a \".\" segment"
 		case seg == "..":
 			return "contains a \"..\" segment"
+		case fsutil.IsTempName(seg):
+			// Recovery removes such names as leftovers of an interrupted replace.
+			return fmt.Sprintf("has a segment %q shaped like sdupdate's temp names (.sdupdate-<12 hex>-…)", seg)
 		case len(seg) > MaxSegment:
 			return fmt.Sprintf("has a segment of %d bytes, more than the limit of %d bytes", len(seg), MaxSegment)
 		}

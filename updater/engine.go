@@ -193,31 +193,16 @@ func PrepareStateDirectory(fsys afero.Fs, dir string) error {
 }
 
 // removeStaleProbes removes rename probes left in the install or state directory by a run that
-// was killed (or whose removal failed) between creating and removing one: they are ours, and
-// the install directory must hold exactly the agent's files and the operator's. It runs where
-// the lock is held (recovery) or where our own probe just failed: a probe lives for microseconds,
-// and a read-only command probing at that instant would at worst fail and be run again.
+// was killed (or whose removal failed) between creating and removing one. Only sdupdate's own
+// probes go: a name in the install is removed only while it is the inode of a probe in the state
+// directory, so an operator's file of the same name stays.
 func (e *Engine) removeStaleProbes(l *layout) {
-	for _, dir := range []string{l.install, l.state} {
-		names, err := readDirNames(e, dir)
-		if err != nil {
-			continue
-		}
-		removed := false
-		for _, n := range names {
-			// fsutil.CanRenameBetween's probe: a TempName made for "probe".
-			if base, ok := fsutil.TempBase(n); !ok || base != "probe" {
-				continue
-			}
-			if err := e.Fs.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				e.Log.WithError(err).Warnf("cannot remove rename probe %s", filepath.Join(dir, n))
-				continue
-			}
-			removed = true
-		}
-		if removed {
-			_ = fsutil.SyncDir(e.Fs, dir)
-		}
+	changed, err := fsutil.RemoveStaleProbes(e.Fs, l.state, l.install)
+	if err != nil {
+		e.Log.WithError(err).Warn("cannot remove a rename probe")
+	}
+	for _, dir := range changed {
+		_ = fsutil.SyncDir(e.Fs, dir)
 	}
 }
 

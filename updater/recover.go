@@ -94,6 +94,9 @@ func (e *Engine) Recover(ctx context.Context) (*Result, error) {
 // cleanupStale removes garbage of crashed runs that no journal refers to: staging directories,
 // incomplete snapshots and rename probes.
 func (e *Engine) cleanupStale(l *layout, keep *Record) {
+	// Probes first: the probe file in StateDirectory is what tells a stale probe link in the
+	// install from a file of the same name that is not ours.
+	e.removeStaleProbes(l)
 	// Temp files of an atomic write (journal, installed.json, last-run.json) that a crash cut
 	// short: StateDirectory holds nothing else of that name, and the lock is held.
 	if names, err := readDirNames(e, l.state); err == nil {
@@ -105,7 +108,6 @@ func (e *Engine) cleanupStale(l *layout, keep *Record) {
 			}
 		}
 	}
-	e.removeStaleProbes(l)
 	for _, staging := range e.stagingDirs(l) {
 		entries, err := readDirNames(e, staging)
 		if err != nil {
