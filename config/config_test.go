@@ -517,3 +517,14 @@ func FuzzScanMatchesParser(f *testing.F) {
 		}
 	})
 }
+
+// systemd skips a UTF-8 byte order mark at the start of a file; so does sdupdate, in the main
+// file and in a drop-in, and the line numbers of errors stay right.
+func TestByteOrderMarkIsSkipped(t *testing.T) {
+	c, err := load(t, map[string]string{confPath: "\ufeff" + minimal, confPath + ".d/a.conf": "\ufeff[Agent]\nUnit=\n"})
+	if err != nil || c.ManifestURL != "https://u.example.com/m.json" || c.Unit != "" {
+		t.Fatalf("a file starting with a BOM: %+v, %v", c, err)
+	}
+	_, err = load(t, map[string]string{confPath: "\ufeff" + minimal + "Frob=1\n"})
+	wantErr(t, err, confPath, 4, "Frob", "unknown key")
+}

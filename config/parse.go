@@ -30,6 +30,9 @@ const maxLine = unit.SYSTEMD_LINE_MAX - 1
 // The two must agree option by option; a disagreement is reported rather
 // than guessed around.
 func parse(name string, data []byte) ([]item, error) {
+	// systemd skips a UTF-8 byte order mark at the start of a unit file (editors on other
+	// systems write one); so does sdupdate, rather than read "\ufeff[Source]" as an option.
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	items, err := scan(name, data)
 	if err != nil {
 		return nil, err

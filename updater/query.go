@@ -195,14 +195,24 @@ func (e *Engine) unitStatus(ctx context.Context, st *Status) {
 
 // rollbackTarget is the snapshot a rollback without --to restores: the newest one (metas are
 // newest first) of another version than the installed one, else the newest; nil when none.
+//
+// The snapshot taken before the very first update, of an unknown version with no managed file,
+// is never the target: rolling back to it would uninstall the agent (a second `rollback` did
+// exactly that). `rollback --to ID` still restores it for whoever means it.
 func rollbackTarget(metas []snapshot.Summary, installed string) *snapshot.Meta {
+	var candidates []*snapshot.Meta
 	for i := range metas {
-		if metas[i].Version != installed {
-			return &metas[i].Meta
+		if metas[i].Version != "" || len(metas[i].Files) > 0 {
+			candidates = append(candidates, &metas[i].Meta)
 		}
 	}
-	if len(metas) > 0 {
-		return &metas[0].Meta
+	for _, m := range candidates {
+		if m.Version != installed {
+			return m
+		}
+	}
+	if len(candidates) > 0 {
+		return candidates[0]
 	}
 	return nil
 }

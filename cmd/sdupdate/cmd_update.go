@@ -88,9 +88,9 @@ func printPlan(w io.Writer, p *updater.Plan) {
 		if !c.Local && len(c.Sources) > 0 && c.File.Size >= 0 {
 			size += fmt.Sprintf(", fetch %s as %s", human.Bytes(c.Cost()), c.Sources[0].Kind)
 		}
-		fmt.Fprintf(w, "  %-6s %s %s %s\n", kind, c.File.Name, c.Mode, size)
+		fmt.Fprintf(w, "  %-6s %s %s %s\n", kind, human.Name(c.File.Name), c.Mode, size)
 	}
 	for _, name := range p.Removes {
-		fmt.Fprintf(w, "  %-6s %s\n", "remove", name)
+		fmt.Fprintf(w, "  %-6s %s\n", "remove", human.Name(name))
 	}
 }

@@ -36,7 +36,7 @@ func runVerify(ctx context.Context, g *globalOptions, a *app) error {
 		}
 	} else {
 		for _, m := range mismatches {
-			fmt.Fprintf(g.stdout, "MISMATCH %s: %s\n", m.Name, m.Problem)
+			fmt.Fprintf(g.stdout, "MISMATCH %s: %s\n", human.Name(m.Name), m.Problem)
 		}
 	}
 	if n := len(mismatches); n > 0 {

@@ -2,7 +2,23 @@
 // messages alike, so both say a version, a size or a count the same way.
 package human
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Name renders a file name from a manifest for a person. A name with a character that does not
+// print as itself — a bidi override, a zero-width space, any other format or control character —
+// is shown quoted with that character escaped ("a\u202etxt.exe"), as ls quotes such names: on a
+// terminal it could make another name appear. Other names are shown as they are.
+func Name(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
+}
 
 // Version renders a version: "" (not known yet, as before the first update) is "unknown".
 func Version(v string) string {

@@ -34,3 +34,21 @@ func TestVersionAndPlural(t *testing.T) {
 		t.Errorf("Plural(2) = %q", got)
 	}
 }
+
+// A bidi override or a zero-width character in a name could make a plan show another name than
+// the one it installs; such names are shown quoted and escaped, as ls does.
+func TestNameEscapesWhatDoesNotPrintAsItself(t *testing.T) {
+	for in, want := range map[string]string{
+		"agent.py":             "agent.py",
+		"ünïcode/файл":         "ünïcode/файл",
+		"with space":           "with space",
+		"evil\u202etxt.exe":    `"evil\u202etxt.exe"`,
+		"zero\u200bwidth":      `"zero\u200bwidth"`,
+		"lrm\u200emark":        `"lrm\u200emark"`,
+		"isolate\u2066x\u2069": `"isolate\u2066x\u2069"`,
+	} {
+		if got := Name(in); got != want {
+			t.Errorf("Name(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// A second `rollback` used to restore the empty snapshot taken before the first install, which
+// uninstalled the agent with exit 0. That snapshot is no target of a plain rollback.
+func TestSecondRollbackDoesNotUninstall(t *testing.T) {
+	e := newEnv(t)
+	c := "--config=" + e.conf
+	e.release(t, "1.0.0", files1)
+	sdupdate(t, c, "update").expect(t, 0, "update to 1.0.0")
+	v1 := hashTree(t, e.install)
+	e.release(t, "1.1.0", files2)
+	sdupdate(t, c, "update").expect(t, 0, "update to 1.1.0")
+	sdupdate(t, c, "rollback").expect(t, 0, "rollback to 1.0.0")
+	sameTree(t, "after the first rollback", hashTree(t, e.install), v1)
+	sdupdate(t, c, "rollback")
+	if tree := hashTree(t, e.install); len(tree) == 0 {
+		t.Fatal("the second rollback uninstalled the agent")
+	}
+	if r := sdupdate(t, c, "status").expect(t, 0, "status"); strings.Contains(r.stdout, "version:    unknown") {
+		t.Errorf("the installed version became unknown:\n%s", r.stdout)
+	}
+}
+
+// A name with a bidi override is shown escaped in a plan, so it cannot pass for another name.
+func TestPlanEscapesBidiNames(t *testing.T) {
+	e := newEnv(t)
+	e.writeSiteManifest(t, "1.0.0", map[string]string{"evil\u202etxt.exe": "x\n"})
+	r := sdupdate(t, "--config="+e.conf, "update", "--dry-run").expect(t, 0, "dry run")
+	if strings.Contains(r.stdout, "\u202e") || !strings.Contains(r.stdout, `"evil\u202etxt.exe"`) {
+		t.Errorf("plan shows the name raw:\n%q", r.stdout)
+	}
+}
