@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -108,9 +109,15 @@ type layout struct {
 // LockPath is where the command lock lives for cfg.
 func LockPath(cfg *config.Config) string { return filepath.Join(cfg.StateDirectory, "lock") }
 
-// resolveLayout creates the state directory (0700) and the install directory if missing, and
-// decides where staging and snapshots go: they must sit on the install's filesystem.
-func (e *Engine) resolveLayout() (*layout, error) {
+// resolveLayout creates the state directory (0700) if missing, checks it, and decides where
+// staging and snapshots go: they must sit on the install's filesystem.
+func (e *Engine) resolveLayout() (*layout, error) { return e.layoutFor(false) }
+
+// writableLayout is resolveLayout for a command that changes the install: a missing install
+// directory is created (0755).
+func (e *Engine) writableLayout() (*layout, error) { return e.layoutFor(true) }
+
+func (e *Engine) layoutFor(create bool) (*layout, error) {
 	if e.lay != nil {
 		return e.lay, nil
 	}
@@ -126,10 +133,23 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	if err := PrepareStateDirectory(e.Fs, l.state); err != nil {
 		return nil, err
 	}
-	if err := e.Fs.MkdirAll(l.install, 0o755); err != nil {
-		return nil, fmt.Errorf("cannot create install directory %s: %w", l.install, err)
+	if err := e.checkNotInside(l); err != nil {
+		return nil, err
 	}
 	fi, err := fsutil.Lstat(e.Fs, l.install)
+	if errors.Is(err, os.ErrNotExist) && !create {
+		// Nothing is installed yet: a reading command answers without creating the directory
+		// (and the layout is not kept, so a command that writes makes it).
+		l.work = l.state
+		l.staging, l.snapshots = filepath.Join(l.work, "staging"), filepath.Join(l.work, "snapshots")
+		return l, nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		if err := e.Fs.MkdirAll(l.install, 0o755); err != nil {
+			return nil, fmt.Errorf("cannot create install directory %s: %w", l.install, err)
+		}
+		fi, err = fsutil.Lstat(e.Fs, l.install)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot inspect install directory %s: %w", l.install, err)
 	}
@@ -163,6 +183,31 @@ func (e *Engine) resolveLayout() (*layout, error) {
 	l.snapshots = filepath.Join(l.work, "snapshots")
 	e.lay = l
 	return l, nil
+}
+
+// checkNotInside refuses a StateDirectory that lies inside Directory (or the reverse) once
+// symlinks are resolved: the configuration compares the paths as written, and a symlinked parent
+// would let an update overwrite sdupdate's own state.
+func (e *Engine) checkNotInside(l *layout) error {
+	if _, ok := e.Fs.(*afero.OsFs); !ok {
+		return nil // no symlinks
+	}
+	state, err1 := filepath.EvalSymlinks(l.state)
+	install, err2 := filepath.EvalSymlinks(l.install)
+	if err1 != nil || err2 != nil {
+		return nil // a missing install holds nothing yet; the state directory was just checked
+	}
+	if within(state, install) || within(install, state) {
+		return fmt.Errorf("StateDirectory %s (%s) and Directory %s (%s) lie inside one another once symlinks are resolved; give them separate places",
+			l.state, state, l.install, install)
+	}
+	return nil
+}
+
+// within reports whether p is dir or lies below it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // PrepareStateDirectory creates dir 0700 if it is missing and then refuses it under the same rules

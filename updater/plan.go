@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -181,11 +182,13 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 	onHand := localContent{} // installed content by sha256: the bases deltas can start from
 	resolved := *next
 	resolved.Files = append([]manifest.File(nil), next.Files...)
-	rootInfo, err := e.Fs.Stat(l.install)
-	if err != nil {
+	var rootUID, rootGID int
+	rootHasOwner := false
+	if rootInfo, err := e.Fs.Stat(l.install); err == nil {
+		rootUID, rootGID, rootHasOwner = fsutil.Owner(rootInfo)
+	} else if !errors.Is(err, os.ErrNotExist) { // missing: `check` before the first install
 		return nil, fmt.Errorf("cannot stat install directory %s: %w", l.install, err)
 	}
-	rootUID, rootGID, rootHasOwner := fsutil.Owner(rootInfo)
 	for i, f := range next.Files {
 		if err := ctx.Err(); err != nil {
 			return nil, err

@@ -15,7 +15,7 @@ import (
 // Rollback restores a snapshot (the newest one of another version than the installed one, or
 // the one named), then restarts and watches the agent if it was running.
 func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
-	l, err := e.resolveLayout()
+	l, err := e.writableLayout()
 	if err != nil {
 		return nil, err
 	}

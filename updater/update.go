@@ -98,7 +98,7 @@ func failIn(phase logging.Phase, err error) error {
 }
 
 func (e *Engine) startUpdate(opts UpdateOptions) (*updateRun, error) {
-	l, err := e.resolveLayout()
+	l, err := e.writableLayout()
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -33,5 +37,43 @@ func TestPlanEscapesBidiNames(t *testing.T) {
 	r := sdupdate(t, "--config="+e.conf, "update", "--dry-run").expect(t, 0, "dry run")
 	if strings.Contains(r.stdout, "\u202e") || !strings.Contains(r.stdout, `"evil\u202etxt.exe"`) {
 		t.Errorf("plan shows the name raw:\n%q", r.stdout)
+	}
+}
+
+// Reading commands answer without creating a missing install directory; update creates it.
+func TestReadingCommandsDoNotCreateTheInstall(t *testing.T) {
+	e := newEnv(t)
+	c := "--config=" + e.conf
+	e.release(t, "1.0.0", files1)
+	sdupdate(t, c, "status").expect(t, 0, "status")
+	sdupdate(t, c, "snapshots").expect(t, 0, "snapshots")
+	sdupdate(t, c, "check").expect(t, 100, "check")
+	sdupdate(t, c, "verify").expect(t, 1, "verify before an install")
+	if _, err := os.Lstat(e.install); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a reading command created %s: %v", e.install, err)
+	}
+	sdupdate(t, c, "update").expect(t, 0, "update")
+	if len(hashTree(t, e.install)) != 3 {
+		t.Error("update did not install")
+	}
+}
+
+// StateDirectory inside Directory is refused by the configuration when the paths say so; through
+// a symlinked parent it is refused too, once the paths are resolved.
+func TestStateInsideInstallThroughASymlinkIsRefused(t *testing.T) {
+	e := newEnv(t)
+	if err := os.MkdirAll(filepath.Join(e.install, "var"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(e.root, "varlink")
+	if err := os.Symlink(filepath.Join(e.install, "var"), link); err != nil {
+		t.Fatal(err)
+	}
+	e.state = filepath.Join(link, "sdupdate")
+	e.writeConf(t, "")
+	e.release(t, "1.0.0", files1)
+	r := sdupdate(t, "--config="+e.conf, "update").expect(t, 1, "update with the state inside the install")
+	if !strings.Contains(r.stderr, "inside one another once symlinks are resolved") {
+		t.Errorf("stderr: %s", r.stderr)
 	}
 }
