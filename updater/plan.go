@@ -13,6 +13,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/spf13/afero"
+
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/snapshot"
@@ -189,12 +191,13 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 	} else if !errors.Is(err, os.ErrNotExist) { // missing: `check` before the first install
 		return nil, fmt.Errorf("cannot stat install directory %s: %w", l.install, err)
 	}
+	dropped := droppedNames(installed, next)
 	for i, f := range next.Files {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		target := filepath.Join(l.install, filepath.FromSlash(f.Name))
-		exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
+		exists, err := e.checkTarget(l, f.Name, dropped)
 		if err != nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("refusing %q: %w", f.Name, err))
 		}
@@ -301,6 +304,61 @@ func (e *Engine) chooseSources(l *layout, p *Plan, onHand localContent, installe
 			c.Sources = sourcesFor(c.File, onHand, e.Config.MaxDeltaFileSize)
 		}
 	}
+}
+
+// droppedNames is the set of names installed lists and next does not: the update removes them.
+func droppedNames(installed, next *manifest.Manifest) map[string]bool {
+	dropped := map[string]bool{}
+	if installed == nil {
+		return dropped
+	}
+	for _, f := range installed.Files {
+		if _, keep := next.Lookup(f.Name); !keep {
+			dropped[f.Name] = true
+		}
+	}
+	return dropped
+}
+
+// checkTarget says whether name exists as a regular file in the install. What stands in its way
+// is accepted only when it is the installed version's own and the update drops it: a file where
+// a directory must go (1.0.0 ships x, 1.1.0 x/y), or a directory holding only such files where
+// the file must go (the reverse); apply removes the dropped files first. Anything else — a
+// symlink, a special file, a file or directory no dropped name accounts for — is refused, as
+// CheckPath does.
+func (e *Engine) checkTarget(l *layout, name string, dropped map[string]bool) (exists bool, err error) {
+	k, blocker, err := fsutil.Inspect(e.Fs, l.install, name)
+	switch {
+	case err != nil:
+		return false, err
+	case k == fsutil.Absent && blocker != "" && dropped[blocker]:
+		return false, nil
+	case k == fsutil.Dir && e.holdsOnly(l, name, dropped):
+		return false, nil
+	}
+	return fsutil.CheckPath(e.Fs, l.install, name)
+}
+
+// holdsOnly reports whether the directory dir (slash path in the install) holds nothing but
+// directories and regular files named in names.
+func (e *Engine) holdsOnly(l *layout, dir string, names map[string]bool) bool {
+	ok := true
+	_ = afero.Walk(e.Fs, filepath.Join(l.install, filepath.FromSlash(dir)), func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			ok = false
+			return err
+		}
+		if fi.IsDir() {
+			return nil
+		}
+		rel, rerr := filepath.Rel(l.install, p)
+		if rerr != nil || !fi.Mode().IsRegular() || !names[filepath.ToSlash(rel)] {
+			ok = false
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return ok
 }
 
 // managedNames is every name either manifest lists: what a snapshot must hold and what a
