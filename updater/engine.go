@@ -130,10 +130,10 @@ func (e *Engine) layoutFor(create bool) (*layout, error) {
 		lastRun:   filepath.Join(c.StateDirectory, "last-run.json"),
 		lock:      LockPath(c),
 	}
-	if err := PrepareStateDirectory(e.Fs, l.state); err != nil {
+	if err := e.checkNotInside(l); err != nil {
 		return nil, err
 	}
-	if err := e.checkNotInside(l); err != nil {
+	if err := PrepareStateDirectory(e.Fs, l.state); err != nil {
 		return nil, err
 	}
 	fi, err := fsutil.Lstat(e.Fs, l.install)
@@ -188,20 +188,35 @@ func (e *Engine) layoutFor(create bool) (*layout, error) {
 // checkNotInside refuses a StateDirectory that lies inside Directory (or the reverse) once
 // symlinks are resolved: the configuration compares the paths as written, and a symlinked parent
 // would let an update overwrite sdupdate's own state.
-func (e *Engine) checkNotInside(l *layout) error {
-	if _, ok := e.Fs.(*afero.OsFs); !ok {
+func (e *Engine) checkNotInside(l *layout) error { return CheckSeparate(e.Fs, l.state, l.install) }
+
+// CheckSeparate refuses state and install directories that lie inside one another once symlinks
+// are resolved (the parts that exist; a missing directory is placed where it would be created).
+// It runs before the state directory is created.
+func CheckSeparate(fsys afero.Fs, state, install string) error {
+	if _, ok := fsys.(*afero.OsFs); !ok {
 		return nil // no symlinks
 	}
-	state, err1 := filepath.EvalSymlinks(l.state)
-	install, err2 := filepath.EvalSymlinks(l.install)
-	if err1 != nil || err2 != nil {
-		return nil // a missing install holds nothing yet; the state directory was just checked
-	}
-	if within(state, install) || within(install, state) {
+	rs, rd := resolveExisting(state), resolveExisting(install)
+	if within(rs, rd) || within(rd, rs) {
 		return fmt.Errorf("StateDirectory %s (%s) and Directory %s (%s) lie inside one another once symlinks are resolved; give them separate places",
-			l.state, state, l.install, install)
+			state, rs, install, rd)
 	}
 	return nil
+}
+
+// resolveExisting resolves the symlinks of the longest existing prefix of p and appends the rest.
+func resolveExisting(p string) string {
+	rest := ""
+	for dir := filepath.Clean(p); ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if filepath.Dir(dir) == dir {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
 }
 
 // within reports whether p is dir or lies below it.

@@ -136,6 +136,10 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	find := func(code, path string, err error) {
 		st.Findings = append(st.Findings, Finding{Code: code, Path: path, Message: err.Error()})
 	}
+	if err := CheckSeparate(e.Fs, st.StateDirectory, st.Directory); err != nil {
+		find(FindingLayout, st.StateDirectory, err)
+		return st, nil
+	}
 	if err := PrepareStateDirectory(e.Fs, st.StateDirectory); err != nil {
 		find(FindingStateUnsafe, st.StateDirectory, err)
 		return st, nil

@@ -76,4 +76,7 @@ func TestStateInsideInstallThroughASymlinkIsRefused(t *testing.T) {
 	if !strings.Contains(r.stderr, "inside one another once symlinks are resolved") {
 		t.Errorf("stderr: %s", r.stderr)
 	}
+	if _, err := os.Lstat(filepath.Join(e.install, "var", "sdupdate")); err == nil {
+		t.Error("the state directory was created inside the install")
+	}
 }

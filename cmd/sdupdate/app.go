@@ -99,6 +99,9 @@ func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx c
 	}
 	defer a.close()
 	// The lock lives in StateDirectory: nothing is opened there before it passes the checks.
+	if err := updater.CheckSeparate(a.engine.Fs, a.cfg.StateDirectory, a.cfg.Directory); err != nil {
+		return err
+	}
 	if err := updater.PrepareStateDirectory(a.engine.Fs, a.cfg.StateDirectory); err != nil {
 		if mode != readsInstall {
 			return err
