@@ -150,6 +150,10 @@ const (
 // installed file only when its stamp cannot vouch for it and the store has no object for it.
 func (s *Store) decide(ctx context.Context, p *restorePlan, res *Restored) ([]action, error) {
 	refs, err := s.references()
+	unknown := 0 // a snapshot that cannot be read may name any object: none is moved then
+	if errors.Is(err, ErrCorrupt) && refs != nil {
+		unknown, err = 1, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +162,7 @@ func (s *Store) decide(ctx context.Context, p *restorePlan, res *Restored) ([]ac
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if acts[i], err = s.decideOne(f, refs[f.SHA256]); err != nil {
+		if acts[i], err = s.decideOne(f, refs[f.SHA256]+unknown); err != nil {
 			return nil, err
 		}
 		switch acts[i] {
@@ -230,9 +234,12 @@ func (s *Store) stagedPath(i int) string {
 
 // references counts, per sha256, the files of every complete snapshot that name it. A
 // snapshot that cannot be read counts as naming everything: nothing is then moved.
+//
+// With such a snapshot, the counts of the readable ones come back together with the error
+// (wrapping ErrCorrupt), for a caller that can act on "at least this many".
 func (s *Store) references() (map[string]int, error) {
 	metas, err := s.records()
-	if err != nil {
+	if metas == nil && err != nil {
 		return nil, fmt.Errorf("cannot tell which snapshots need which object: %w", err)
 	}
 	refs := map[string]int{}
@@ -240,6 +247,9 @@ func (s *Store) references() (map[string]int, error) {
 		for _, f := range m.Files {
 			refs[f.SHA256]++
 		}
+	}
+	if err != nil {
+		return refs, fmt.Errorf("cannot tell which snapshots need which object: %w", err)
 	}
 	return refs, nil
 }

@@ -68,7 +68,7 @@ func TestDamagedStateIsAFinding(t *testing.T) {
 			t.Errorf("findings after the repair: %v", codes)
 		}
 	})
-	t.Run("corrupt snapshot meta.json", func(t *testing.T) {
+	t.Run("corrupt snapshot record", func(t *testing.T) {
 		e := setup(t)
 		c := "--config=" + e.conf
 		e.release(t, "1.2.0", files1)
@@ -78,7 +78,11 @@ func TestDamagedStateIsAFinding(t *testing.T) {
 		if err := json.Unmarshal([]byte(sdupdate(t, c, "snapshots", "--json").stdout), &snaps); err != nil || len(snaps) < 2 {
 			t.Fatalf("snapshots: %v %v", snaps, err)
 		}
-		if err := os.WriteFile(filepath.Join(e.state, "snapshots", snaps[0].ID, "meta.json"), []byte("{"), 0o600); err != nil {
+		record := filepath.Join(e.state, "snapshots", snaps[0].ID, "record.json")
+		if _, err := os.Stat(record); err != nil {
+			record = filepath.Join(filepath.Dir(record), "meta.json") // an older sdupdate's
+		}
+		if err := os.WriteFile(record, []byte("{"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if codes := statusFindings(t, e); !has(codes, "snapshot-corrupt") {
