@@ -138,6 +138,30 @@ PublicKey=<minisign public key, the second line of the publisher's .pub file>`
 // Load reads path and then path+".d/*.conf" in lexical order, and validates
 // the merged result. Every error is an *Error.
 func Load(fsys afero.Fs, path string) (*Config, error) {
+	c, source, err := LoadLocal(fsys, path)
+	if err != nil {
+		return nil, err
+	}
+	if source != nil {
+		return nil, source
+	}
+	return c, nil
+}
+
+// LoadLocal is Load for the commands that only read the install and the state (status,
+// snapshots, verify). They never fetch, so a [Source] that is not configured yet — as in the
+// packaged default file — is returned as source, an *Error, beside a configuration that is
+// otherwise valid, instead of failing the load: status still answers after a fresh install.
+func LoadLocal(fsys afero.Fs, path string) (cfg *Config, source error, err error) {
+	c, err := loadFiles(fsys, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.cfg, c.validateSource(path), nil
+}
+
+// loadFiles reads and merges the files and checks all but the [Source] section's completeness.
+func loadFiles(fsys afero.Fs, path string) (*loadState, error) {
 	c := Default()
 	st := &loadState{cfg: &c, origin: map[string]origin{}}
 
@@ -170,7 +194,7 @@ func Load(fsys afero.Fs, path string) (*Config, error) {
 	if err := st.validate(path); err != nil {
 		return nil, err
 	}
-	return &c, nil
+	return st, nil
 }
 
 // readFile reads one configuration file. Only a regular file is read, opened without blocking, so
@@ -281,8 +305,8 @@ func (st *loadState) errAt(main, section, key, msg string) error {
 	return e
 }
 
-// validate checks what only the merged result can show.
-func (st *loadState) validate(main string) error {
+// validateSource checks that the merged [Source] says where to fetch from and how to trust it.
+func (st *loadState) validateSource(main string) error {
 	c := st.cfg
 	if c.ManifestURL == "" {
 		return st.errAt(main, "Source", "ManifestURL",
@@ -292,6 +316,12 @@ func (st *loadState) validate(main string) error {
 		return st.errAt(main, "Source", "PublicKey",
 			"no public key configured: add PublicKey=<minisign public key> to check the manifest's signature, or set AllowUnsigned=yes to accept unsigned manifests")
 	}
+	return nil
+}
+
+// validate checks what only the merged result can show, but for validateSource's part.
+func (st *loadState) validate(main string) error {
+	c := st.cfg
 	if c.Directory == c.StateDirectory {
 		return st.errAt(main, "Install", "StateDirectory",
 			fmt.Sprintf("must differ from Directory (both are %s)", c.Directory))

@@ -91,6 +91,7 @@ const (
 	FindingLastRunDamaged   = "last-run-damaged"           // last-run.json cannot be read
 	FindingJournalDamaged   = "journal-damaged"            // txn.json cannot be read or names paths sdupdate never writes
 	FindingRecoveryNeeded   = "recovery-needed"            // a run was interrupted and is not finished
+	FindingSourceMissing    = "source-not-configured"      // [Source] lacks ManifestURL= or a PublicKey=: update and check refuse until it is set
 )
 
 // Finding is damage found in the state (a journal, manifest or snapshot that cannot be read,

@@ -29,18 +29,23 @@ type app struct {
 	log    *logrus.Logger
 	engine *updater.Engine
 	agent  *lazyAgent
+	// source is why [Source] cannot be used yet (for a command that never fetches), or nil.
+	source error
 }
 
-func newApp(g *globalOptions) (*app, error) {
+func newApp(g *globalOptions, mode lockMode) (*app, error) {
 	log := logging.New(logging.Options{Stderr: g.stderr, Verbose: g.verbose})
 	log.AddHook(&g.logged)
 	g.logger = log
 	fs := afero.NewOsFs()
-	cfg, err := config.Load(fs, g.configPath)
+	cfg, source, err := config.LoadLocal(fs, g.configPath)
 	if err != nil {
 		return nil, err
 	}
-	a := &app{g: g, cfg: cfg, log: log}
+	if source != nil && mode != readsLocal {
+		return nil, source
+	}
+	a := &app{g: g, cfg: cfg, log: log, source: source}
 	e := &updater.Engine{
 		Fs:          fs,
 		Config:      cfg,
@@ -88,12 +93,19 @@ const (
 	changesInstall
 	// recoversInstall: holds the lock and the command itself is the recovery.
 	recoversInstall
+	// readsLocal: readsInstall for a command that never fetches (status, snapshots, verify), so
+	// a [Source] not configured yet does not stop it.
+	readsLocal
 )
+
+// readOnly reports whether the mode only reads: such a command still answers when it cannot
+// take the lock or recover.
+func (m lockMode) readOnly() bool { return m == readsInstall || m == readsLocal }
 
 // withApp wires a command to the configuration and the engine and runs fn under the lock its
 // mode asks for.
 func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx context.Context, a *app) error) error {
-	a, err := newApp(g)
+	a, err := newApp(g, mode)
 	if err != nil {
 		return err
 	}
@@ -103,7 +115,7 @@ func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx c
 		return err
 	}
 	if err := updater.PrepareStateDirectory(a.engine.Fs, a.cfg.StateDirectory); err != nil {
-		if mode != readsInstall {
+		if !mode.readOnly() {
 			return err
 		}
 		// status reports it as a finding; the other reading commands refuse with it.
@@ -112,7 +124,7 @@ func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx c
 	}
 	lk, err := lock.Acquire(updater.LockPath(a.cfg))
 	if err != nil {
-		if mode != readsInstall {
+		if !mode.readOnly() {
 			return err
 		}
 		var held *lock.HeldError
@@ -127,7 +139,7 @@ func withApp(ctx context.Context, g *globalOptions, mode lockMode, fn func(ctx c
 	if mode != recoversInstall {
 		// The interrupted run's outcome was logged as its own event; this command goes on.
 		if _, err := a.engine.Recover(ctx); err != nil {
-			if mode != readsInstall {
+			if !mode.readOnly() {
 				return err
 			}
 			// A reading command still answers; status shows the unfinished run as a finding.

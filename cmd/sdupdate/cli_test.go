@@ -377,3 +377,35 @@ func TestHelpListsExitStatus(t *testing.T) {
 		t.Errorf("update --help lacks the exit status section:\n%s", r.stdout)
 	}
 }
+
+// A freshly installed package's configuration names no source yet. status still answers (exit 0)
+// and says what is missing as a finding; the commands that fetch refuse as a usage error.
+func TestStatusAnswersBeforeTheSourceIsConfigured(t *testing.T) {
+	e := newEnv(t)
+	conf := fixture.LocalConfig{Directory: e.install, State: e.state}.String()
+	if err := os.WriteFile(e.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := sdupdate(t, "--config", e.conf, "status", "--json").expect(t, 0, "status with no ManifestURL")
+	var st struct {
+		Findings []struct{ Code, Path, Message string } `json:"findings"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status --json is not one JSON document: %v\n%s", err, r.stdout)
+	}
+	if len(st.Findings) != 1 || st.Findings[0].Code != "source-not-configured" ||
+		st.Findings[0].Path != e.conf || !strings.Contains(st.Findings[0].Message, "ManifestURL") {
+		t.Errorf("findings = %+v, want one source-not-configured naming %s and ManifestURL", st.Findings, e.conf)
+	}
+	r = sdupdate(t, "--config", e.conf, "status").expect(t, 0, "status (text) with no ManifestURL")
+	if !strings.Contains(r.stdout, "source-not-configured") {
+		t.Errorf("status does not show the finding:\n%s", r.stdout)
+	}
+	sdupdate(t, "--config", e.conf, "snapshots").expect(t, 0, "snapshots with no ManifestURL")
+	for _, cmd := range []string{"update", "check"} {
+		r := sdupdate(t, "--config", e.conf, cmd).expect(t, 2, cmd+" with no ManifestURL")
+		if !strings.Contains(r.stderr, "ManifestURL") {
+			t.Errorf("%s: the error does not name ManifestURL: %s", cmd, r.stderr)
+		}
+	}
+}

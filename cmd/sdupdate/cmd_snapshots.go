@@ -19,7 +19,7 @@ func newSnapshotsCommand(g *globalOptions) *cobra.Command {
 		Short: "List snapshots: id, version, created, files, bytes",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withApp(cmd.Context(), g, readsInstall, func(_ context.Context, a *app) error {
+			return withApp(cmd.Context(), g, readsLocal, func(_ context.Context, a *app) error {
 				return runSnapshots(g, a)
 			})
 		},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/internal/human"
 	"github.com/sdupdate/sdupdate/systemd"
 	"github.com/sdupdate/sdupdate/updater"
@@ -20,7 +22,7 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 		Short: "Show the installed version, the agent unit, the last run and the snapshots",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withApp(cmd.Context(), g, readsInstall, func(ctx context.Context, a *app) error {
+			return withApp(cmd.Context(), g, readsLocal, func(ctx context.Context, a *app) error {
 				return runStatus(ctx, g, a)
 			})
 		},
@@ -33,6 +35,14 @@ func runStatus(ctx context.Context, g *globalOptions, a *app) error {
 	st, err := a.engine.Status(ctx)
 	if err != nil {
 		return err
+	}
+	if a.source != nil {
+		var ce *config.Error
+		path := ""
+		if errors.As(a.source, &ce) {
+			path = ce.File
+		}
+		st.Findings = append(st.Findings, updater.Finding{Code: updater.FindingSourceMissing, Path: path, Message: a.source.Error()})
 	}
 	if g.json {
 		return writeJSON(g.stdout, st)

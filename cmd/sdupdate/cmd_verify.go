@@ -16,7 +16,7 @@ func newVerifyCommand(g *globalOptions) *cobra.Command {
 		Long:  "Exit 0 when every installed file matches the installed manifest, 1 when one does not (each is listed) or nothing is installed yet.",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withApp(cmd.Context(), g, readsInstall, func(ctx context.Context, a *app) error {
+			return withApp(cmd.Context(), g, readsLocal, func(ctx context.Context, a *app) error {
 				return runVerify(ctx, g, a)
 			})
 		},
