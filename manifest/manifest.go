@@ -33,7 +33,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"strconv"
@@ -85,17 +84,18 @@ func Parse(data []byte) (*Manifest, error) {
 // read, and the canonical form of an accepted manifest (indented, every mode spelt out) can be
 // larger than the compact bytes that were fetched.
 func ParseRecorded(data []byte) (*Manifest, error) {
-	// A full syntax check first: it reports the offset of a syntax error and refuses
-	// trailing data, which the token-level reader below would not.
-	var whole json.RawMessage
-	if err := json.Unmarshal(data, &whole); err != nil {
+	// A full syntax check first: it refuses trailing data, and the walk below relies on it.
+	// Only a refused document is decoded again, for the offset of its syntax error.
+	if !json.Valid(data) {
+		var whole json.RawMessage
+		err := json.Unmarshal(data, &whole)
 		var syntax *json.SyntaxError
 		if errors.As(err, &syntax) {
 			return nil, fmt.Errorf("manifest: not valid JSON at byte %d: %w", syntax.Offset, err)
 		}
 		return nil, fmt.Errorf("manifest: not valid JSON: %w", err)
 	}
-	top, err := decodeObject(whole, "version", "base_url", "expires", "files")
+	top, err := decodeObject(data[skipSpace(data, 0):], "version", "base_url", "expires", "files")
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
@@ -117,56 +117,16 @@ func ParseRecorded(data []byte) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	if _, given := top["expires"]; given {
+	if _, given := top.get("expires"); given {
 		t, err := time.Parse(time.RFC3339, expires)
 		if err != nil {
 			return nil, fmt.Errorf("manifest: expires %q is not an RFC 3339 time such as \"2027-01-01T00:00:00Z\"", expires)
 		}
 		m.Expires = t
 	}
-
-	rawFiles, ok := top["files"]
-	if !ok {
-		return nil, errors.New("manifest: files missing")
+	if err := m.parseFiles(top); err != nil {
+		return nil, err
 	}
-	var entries []json.RawMessage
-	if err := json.Unmarshal(rawFiles, &entries); err != nil {
-		return nil, errors.New("manifest: files must be a JSON array of objects")
-	}
-	if len(entries) == 0 {
-		// Installing an empty file list would remove every managed file: far more likely a
-		// broken publishing pipeline than an intended release.
-		return nil, errors.New("manifest: files is empty")
-	}
-
-	m.Files = make([]File, 0, len(entries))
-	m.index = make(map[string]int, len(entries))
-	firstKind := "" // "sha256" or "md5", set by the first entry
-	var firstName string
-	var total int64 // every later sum (download size, free space, progress) fits once this does
-	for i, raw := range entries {
-		f, kind, err := parseFile(raw, i)
-		if err != nil {
-			return nil, err
-		}
-		if firstKind == "" {
-			firstKind, firstName = kind, f.Name
-		} else if kind != firstKind {
-			return nil, fmt.Errorf("manifest: file %q: has only md5 while file %q has sha256; a manifest is either all sha256 or all legacy md5",
-				pick(kind == "md5", f.Name, firstName), pick(kind == "md5", firstName, f.Name))
-		}
-		if _, dup := m.index[f.Name]; dup {
-			return nil, fmt.Errorf("manifest: file %q: name is listed twice", f.Name)
-		}
-		if f.Size > 0 && total > math.MaxInt64-f.Size {
-			return nil, fmt.Errorf("manifest: file %q: the sizes of the files up to this one add up to more than %d bytes; no install can be that large", f.Name, int64(math.MaxInt64))
-		}
-		total += max(f.Size, 0)
-		m.index[f.Name] = i
-		m.Files = append(m.Files, f)
-	}
-	m.Legacy = firstKind == "md5"
-
 	// A file that is also another entry's parent directory cannot be installed: say so now,
 	// not halfway through applying the update.
 	for _, f := range m.Files {
@@ -191,16 +151,71 @@ func pick(cond bool, a, b string) string {
 	return b
 }
 
-// parseFile validates entry i (0-based) and says whether it is a "sha256" or an "md5" entry.
-func parseFile(raw json.RawMessage, i int) (File, string, error) {
-	where := fmt.Sprintf("file #%d", i+1)
-	obj, err := decodeObject(raw, "name", "sha256", "md5", "size", "mode", "object", "deltas")
+// parseFiles reads the top object's "files" into m.Files and m.index, entry by entry.
+func (m *Manifest) parseFiles(top *object) error {
+	rawFiles, ok := top.get("files")
+	if !ok {
+		return errors.New("manifest: files missing")
+	}
+	n := countElements(rawFiles)
+	if n < 0 {
+		return errors.New("manifest: files must be a JSON array of objects")
+	}
+	if n == 0 {
+		// Installing an empty file list would remove every managed file: far more likely a
+		// broken publishing pipeline than an intended release.
+		return errors.New("manifest: files is empty")
+	}
+
+	m.Files = make([]File, 0, n)
+	m.index = make(map[string]int, n)
+	firstKind := "" // "sha256" or "md5", set by the first entry
+	var firstName string
+	var total int64 // every later sum (download size, free space, progress) fits once this does
+	obj := object{keys: fileKeys}
+	_, err := eachElement(rawFiles, func(raw []byte) error {
+		i := len(m.Files)
+		f, kind, err := parseFile(&obj, raw, i)
+		if err != nil {
+			return err
+		}
+		if firstKind == "" {
+			firstKind, firstName = kind, f.Name
+		} else if kind != firstKind {
+			return fmt.Errorf("manifest: file %q: has only md5 while file %q has sha256; a manifest is either all sha256 or all legacy md5",
+				pick(kind == "md5", f.Name, firstName), pick(kind == "md5", firstName, f.Name))
+		}
+		if _, dup := m.index[f.Name]; dup {
+			return fmt.Errorf("manifest: file %q: name is listed twice", f.Name)
+		}
+		if f.Size > 0 && total > math.MaxInt64-f.Size {
+			return fmt.Errorf("manifest: file %q: the sizes of the files up to this one add up to more than %d bytes; no install can be that large", f.Name, int64(math.MaxInt64))
+		}
+		total += max(f.Size, 0)
+		m.index[f.Name] = i
+		m.Files = append(m.Files, f)
+		return nil
+	})
 	if err != nil {
-		return File{}, "", fmt.Errorf("manifest: %s: %w", where, err)
+		return err
+	}
+	m.Legacy = firstKind == "md5"
+	return nil
+}
+
+// fileKeys are the keys of a file entry.
+var fileKeys = []string{"name", "sha256", "md5", "size", "mode", "object", "deltas"}
+
+// parseFile validates entry i (0-based) and says whether it is a "sha256" or an "md5" entry.
+// obj is reused from entry to entry.
+func parseFile(obj *object, raw []byte, i int) (File, string, error) {
+	obj.vals = [8][]byte{}
+	if err := obj.decode(raw); err != nil {
+		return File{}, "", fmt.Errorf("manifest: file #%d: %w", i+1, err)
 	}
 	name, err := stringField(obj, "name", true)
 	if err != nil {
-		return File{}, "", fmt.Errorf("manifest: %s: %w", where, err)
+		return File{}, "", fmt.Errorf("manifest: file #%d: %w", i+1, err)
 	}
 	if reason := nameProblem(name); reason != "" {
 		return File{}, "", fmt.Errorf("manifest: file %q: name %s", name, reason)
@@ -215,8 +230,8 @@ func parseFile(raw json.RawMessage, i int) (File, string, error) {
 	if err != nil {
 		return fail("%v", err)
 	}
-	_, hasSHA := obj["sha256"]
-	_, hasMD5 := obj["md5"]
+	_, hasSHA := obj.get("sha256")
+	_, hasMD5 := obj.get("md5")
 	switch {
 	case hasSHA:
 		if msg := hexProblem(sum, 64, false); msg != "" {
@@ -239,8 +254,8 @@ func parseFile(raw json.RawMessage, i int) (File, string, error) {
 		return fail("sha256 missing")
 	}
 
-	if rawSize, ok := obj["size"]; ok {
-		size, err := strconv.ParseInt(string(rawSize), 10, 64)
+	if rawSize, ok := obj.get("size"); ok {
+		size, err := parseInt(rawSize)
 		if err != nil {
 			return fail("size must be a whole number of bytes, got %s", truncate(string(rawSize)))
 		}
@@ -252,13 +267,10 @@ func parseFile(raw json.RawMessage, i int) (File, string, error) {
 		return fail("size missing")
 	}
 
-	if rawMode, ok := obj["mode"]; ok {
-		if len(rawMode) == 0 || rawMode[0] != '"' {
+	if rawMode, ok := obj.get("mode"); ok {
+		s, isString := decodeString(rawMode)
+		if !isString {
 			return fail("mode must be a string of octal digits such as \"0644\", got %s", truncate(string(rawMode)))
-		}
-		var s string
-		if err := json.Unmarshal(rawMode, &s); err != nil {
-			return fail("mode: %v", err)
 		}
 		mode, err := parseMode(s)
 		if err != nil {
@@ -330,75 +342,35 @@ func truncate(s string) string {
 	return s[:max] + "…"
 }
 
-// decodeObject reads a JSON object, keeping the values of the known keys only. Keys match
-// exactly; a known key given twice is an error.
-func decodeObject(raw json.RawMessage, known ...string) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('{') {
-		return nil, errors.New("must be a JSON object")
-	}
-	out := make(map[string]json.RawMessage, len(known))
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		key, _ := tok.(string)
-		var value json.RawMessage
-		if err := dec.Decode(&value); err != nil {
-			return nil, err
-		}
-		isKnown := false
-		for _, k := range known {
-			if k == key {
-				isKnown = true
-				break
-			}
-		}
-		if !isKnown {
-			continue
-		}
-		if _, dup := out[key]; dup {
-			return nil, fmt.Errorf("key %q is given twice", key)
-		}
-		if string(value) == "null" {
-			// null counts as absent, but a second, non-null value must still be refused.
-			out[key] = nil
-			continue
-		}
-		out[key] = value
-	}
-	// Drop the null placeholders so that "absent" has one representation.
-	for k, v := range out {
-		if v == nil {
-			delete(out, k)
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("unexpected data after the JSON object")
-	}
-	return out, nil
-}
-
 // stringField returns obj[key] as a string; a missing key is "" or, when required, an error.
-func stringField(obj map[string]json.RawMessage, key string, required bool) (string, error) {
-	raw, ok := obj[key]
+func stringField(obj *object, key string, required bool) (string, error) {
+	raw, ok := obj.get(key)
 	if !ok {
 		if required {
 			return "", fmt.Errorf("%s missing", key)
 		}
 		return "", nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, ok := decodeString(raw)
+	if !ok {
 		return "", fmt.Errorf("%s must be a string, got %s", key, truncate(string(raw)))
 	}
 	return s, nil
+}
+
+// parseInt is strconv.ParseInt of the JSON number raw, without a copy for plain digits.
+func parseInt(raw []byte) (int64, error) {
+	if len(raw) > 0 && len(raw) <= 18 {
+		var v int64
+		for _, c := range raw {
+			if c < '0' || c > '9' {
+				return strconv.ParseInt(string(raw), 10, 64)
+			}
+			v = v*10 + int64(c-'0')
+		}
+		return v, nil
+	}
+	return strconv.ParseInt(string(raw), 10, 64)
 }
 
 // CheckExpiry refuses a manifest whose expires time is before now. Expiry protects against a

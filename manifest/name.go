@@ -62,7 +62,7 @@ func nameProblem(name string) string {
 	if reason := pathProblem(name); reason != "" {
 		return reason
 	}
-	if strings.Split(name, "/")[0] == ReservedName {
+	if top, _, _ := strings.Cut(name, "/"); top == ReservedName {
 		return fmt.Sprintf("uses the reserved top-level name %q", ReservedName)
 	}
 	return ""
@@ -91,10 +91,13 @@ func pathProblem(name string) string {
 	if len(name) > MaxName {
 		return fmt.Sprintf("is %d bytes long, more than the limit of %d bytes", len(name), MaxName)
 	}
-	segments := strings.Split(name, "/")
-	for i, seg := range segments {
+	// strings.Cut rather than Split: this runs for every entry of a manifest, and a slice of
+	// segments per entry was a large share of parsing's allocations.
+	for rest, more := name, true; more; {
+		var seg string
+		seg, rest, more = strings.Cut(rest, "/")
 		switch {
-		case seg == "" && i == len(segments)-1:
+		case seg == "" && !more:
 			return "ends with a slash"
 		case seg == "":
 			return "contains an empty segment (\"//\")"

@@ -1,9 +1,7 @@
 package manifest
 
 import (
-	"encoding/json"
 	"fmt"
-	"strconv"
 )
 
 // MaxDeltas is how many deltas one file may list: one per earlier version a release serves
@@ -35,14 +33,14 @@ func MaxSourceSize(size int64) int64 { return size + size/256 + 64<<10 }
 // here, before anything is fetched: URLs are relative paths inside the base, sizes are positive
 // and within MaxSourceSize of the file, hashes are lowercase hex, and deltas are at most
 // MaxDeltas, from distinct contents other than the file's own.
-func parseSources(obj map[string]json.RawMessage, f *File, kind string) error {
-	_, hasObject := obj["object"]
-	_, hasDeltas := obj["deltas"]
+func parseSources(obj *object, f *File, kind string) error {
+	rawObject, hasObject := obj.get("object")
+	rawDeltas, hasDeltas := obj.get("deltas")
 	if (hasObject || hasDeltas) && kind != "sha256" {
 		return fmt.Errorf("object and deltas need a sha256 entry, not a legacy md5 one")
 	}
 	if hasObject {
-		s, err := parseSource(obj["object"], "object", f.Size, false)
+		s, err := parseSource(rawObject, "object", f.Size, false)
 		if err != nil {
 			return err
 		}
@@ -51,15 +49,16 @@ func parseSources(obj map[string]json.RawMessage, f *File, kind string) error {
 	if !hasDeltas {
 		return nil
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(obj["deltas"], &raws); err != nil {
+	n := countElements(rawDeltas)
+	if n < 0 {
 		return fmt.Errorf("deltas must be a JSON array of objects")
 	}
-	if len(raws) > MaxDeltas {
-		return fmt.Errorf("lists %d deltas, more than the limit of %d", len(raws), MaxDeltas)
+	if n > MaxDeltas {
+		return fmt.Errorf("lists %d deltas, more than the limit of %d", n, MaxDeltas)
 	}
 	seen := map[string]bool{}
-	for i, raw := range raws {
+	_, err := eachElement(rawDeltas, func(raw []byte) error {
+		i := len(f.Deltas)
 		d, err := parseSource(raw, fmt.Sprintf("delta #%d", i+1), f.Size, true)
 		if err != nil {
 			return err
@@ -72,11 +71,12 @@ func parseSources(obj map[string]json.RawMessage, f *File, kind string) error {
 		}
 		seen[d.From] = true
 		f.Deltas = append(f.Deltas, d)
-	}
-	return nil
+		return nil
+	})
+	return err
 }
 
-func parseSource(raw json.RawMessage, what string, fileSize int64, isDelta bool) (Delta, error) {
+func parseSource(raw []byte, what string, fileSize int64, isDelta bool) (Delta, error) {
 	keys := []string{"url", "sha256", "size"}
 	if isDelta {
 		keys = append(keys, "from_sha256")
@@ -100,11 +100,11 @@ func parseSource(raw json.RawMessage, what string, fileSize int64, isDelta bool)
 			return Delta{}, fmt.Errorf("%s: %w", what, err)
 		}
 	}
-	rawSize, ok := obj["size"]
+	rawSize, ok := obj.get("size")
 	if !ok {
 		return Delta{}, fmt.Errorf("%s: size missing", what)
 	}
-	size, err := strconv.ParseInt(string(rawSize), 10, 64)
+	size, err := parseInt(rawSize)
 	if err != nil {
 		return Delta{}, fmt.Errorf("%s: size must be a whole number of bytes, got %s", what, truncate(string(rawSize)))
 	}
@@ -115,7 +115,7 @@ func parseSource(raw json.RawMessage, what string, fileSize int64, isDelta bool)
 	return d, nil
 }
 
-func hexField(obj map[string]json.RawMessage, key string) (string, error) {
+func hexField(obj *object, key string) (string, error) {
 	s, err := stringField(obj, key, true)
 	if err != nil {
 		return "", err
