@@ -146,26 +146,12 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 	sigPath := manifestPath + ".minisig"
 
 	// Everything that can be refused is refused before anything is written.
-	var key *minisign.PrivateKey
-	if opts.SignKey != "" {
-		data, err := afero.ReadFile(fsys, opts.SignKey)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read secret key: %w", err)
-		}
-		k, err := sign.ParseSecretKey(data, opts.Password)
-		if err != nil {
-			return nil, fmt.Errorf("secret key %s: %w", opts.SignKey, err)
-		}
-		key = &k
-	} else if _, err := fsys.Stat(sigPath); err == nil {
-		// Left beside an unsigned manifest, the old signature would make every updater
-		// that has a PublicKey report a tampered manifest.
-		return nil, fmt.Errorf("%s exists from a signed release: sign this one too (--sign-key) or remove it first", sigPath)
+	key, err := signingKey(fsys, opts, sigPath)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := fsutil.Lstat(fsys, versionDir); err == nil {
-		return nil, fmt.Errorf("%s already exists: a published version is never changed, so release a new version (if an earlier run of this one was interrupted, remove it and run again)", versionDir)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("cannot check %s: %w", versionDir, err)
+	if err := checkUnpublished(fsys, versionDir); err != nil {
+		return nil, err
 	}
 	sources, emptyDirs, err := scan(fsys, opts.From)
 	if err != nil {
@@ -192,6 +178,50 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot write manifest: %w", err)
 	}
+	res := newResult(manifestPath, files, total, emptyDirs)
+	if key != nil {
+		res.SignaturePath = sigPath
+	}
+	if err := publishManifest(fsys, data, manifestPath, sigPath, key, now()); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// signingKey reads opts.SignKey; with none, it refuses to leave an old signature beside the
+// new unsigned manifest. It returns nil for an unsigned release.
+func signingKey(fsys afero.Fs, opts Options, sigPath string) (*minisign.PrivateKey, error) {
+	if opts.SignKey == "" {
+		if _, err := fsys.Stat(sigPath); err == nil {
+			// Left beside an unsigned manifest, the old signature would make every updater
+			// that has a PublicKey report a tampered manifest.
+			return nil, fmt.Errorf("%s exists from a signed release: sign this one too (--sign-key) or remove it first", sigPath)
+		}
+		return nil, nil
+	}
+	data, err := afero.ReadFile(fsys, opts.SignKey)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read secret key: %w", err)
+	}
+	k, err := sign.ParseSecretKey(data, opts.Password)
+	if err != nil {
+		return nil, fmt.Errorf("secret key %s: %w", opts.SignKey, err)
+	}
+	return &k, nil
+}
+
+// checkUnpublished refuses a version that already has a directory in Out.
+func checkUnpublished(fsys afero.Fs, versionDir string) error {
+	if _, err := fsutil.Lstat(fsys, versionDir); err == nil {
+		return fmt.Errorf("%s already exists: a published version is never changed, so release a new version (if an earlier run of this one was interrupted, remove it and run again)", versionDir)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cannot check %s: %w", versionDir, err)
+	}
+	return nil
+}
+
+// newResult counts what the release published.
+func newResult(manifestPath string, files []manifest.File, total int64, emptyDirs []string) *Result {
 	res := &Result{ManifestPath: manifestPath, Files: len(files), Bytes: total, EmptyDirs: emptyDirs}
 	for _, f := range files {
 		if f.Object != nil {
@@ -199,28 +229,33 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 		}
 		res.Deltas += len(f.Deltas)
 	}
+	return res
+}
+
+// publishManifest writes the signature (when key is set), the compressed manifest and then
+// the manifest itself, each atomically.
+func publishManifest(fsys afero.Fs, data []byte, manifestPath, sigPath string, key *minisign.PrivateKey, now time.Time) error {
 	if key != nil {
-		sig := sign.Sign(*key, data, sign.TrustedComment(ManifestName, now()))
+		sig := sign.Sign(*key, data, sign.TrustedComment(ManifestName, now))
 		// The signature goes first and the manifest last: the manifest is what makes the
 		// new version live.
 		if err := fsutil.WriteFileAtomic(fsys, sigPath, sig, 0o644); err != nil {
-			return nil, fmt.Errorf("cannot write signature: %w", err)
+			return fmt.Errorf("cannot write signature: %w", err)
 		}
-		res.SignaturePath = sigPath
 	}
 	// The compressed copy before the manifest, for the same reason; the signature is over the
 	// uncompressed bytes, which the copy decodes to exactly.
 	var zst bytes.Buffer
 	if err := delta.Encode(&zst, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		return nil, fmt.Errorf("cannot compress manifest: %w", err)
+		return fmt.Errorf("cannot compress manifest: %w", err)
 	}
 	if err := fsutil.WriteFileAtomic(fsys, manifestPath+".zst", zst.Bytes(), 0o644); err != nil {
-		return nil, fmt.Errorf("cannot write compressed manifest: %w", err)
+		return fmt.Errorf("cannot write compressed manifest: %w", err)
 	}
 	if err := fsutil.WriteFileAtomic(fsys, manifestPath, data, 0o644); err != nil {
-		return nil, fmt.Errorf("cannot write manifest: %w", err)
+		return fmt.Errorf("cannot write manifest: %w", err)
 	}
-	return res, nil
+	return nil
 }
 
 // checkOptions refuses bad arguments with errors wrapping ErrUsage.
@@ -325,6 +360,11 @@ func scan(fsys afero.Fs, from string) ([]source, []string, error) {
 	// the byte order of the full names ("a.b" < "a/b" but "a" is walked first); the manifest
 	// lists files by full name.
 	sort.Slice(sources, func(i, j int) bool { return sources[i].name < sources[j].name })
+	return sources, emptyDirs(sources, dirs), nil
+}
+
+// emptyDirs returns those of dirs that hold no file of sources, at any depth.
+func emptyDirs(sources []source, dirs []string) []string {
 	holding := map[string]bool{}
 	for _, s := range sources {
 		for d := s.name; strings.Contains(d, "/"); {
@@ -341,7 +381,7 @@ func scan(fsys afero.Fs, from string) ([]source, []string, error) {
 			empty = append(empty, d)
 		}
 	}
-	return sources, empty, nil
+	return empty
 }
 
 // copyVersion copies sources into out/.<version>.partial with their objects and deltas, syncs
