@@ -140,52 +140,24 @@ func (c *Client) OpenFrom(ctx context.Context, rawURL string, limit, offset int6
 	}
 
 	reqCtx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, rawURL, nil)
+	req, err := newRangeRequest(reqCtx, rawURL, offset, etag)
 	if err != nil {
 		cancel()
 		return nil, &Error{URL: shown, Err: errors.Unwrap(err)}
-	}
-	req.Header.Set("User-Agent", "sdupdate")
-	if offset > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
-		if strongETag(etag) {
-			req.Header.Set("If-Range", etag)
-		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		cancel()
 		return nil, classify(ctx, shown, err, 0)
 	}
-	fail := func(e *Error) (*Part, error) {
+	start, e := checkAnswer(resp, shown, offset)
+	if e != nil {
 		// Drain a little so the connection can be reused; the body is
 		// never shown (it may be an HTML page or hold anything at all).
 		io.CopyN(io.Discard, resp.Body, 4096)
 		resp.Body.Close()
 		cancel()
 		return nil, e
-	}
-	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0 {
-		return fail(&Error{URL: shown, StatusCode: resp.StatusCode, Temporary: true,
-			Err: &badRangeError{fmt.Sprintf("server cannot continue at byte %d (416)", offset)}})
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		// Nor is the server's reason phrase: it is free text, terminal
-		// escape sequences included; the standard text for the code is.
-		return fail(&Error{URL: shown, StatusCode: resp.StatusCode,
-			Err:       fmt.Errorf("server answered %s", strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode)))),
-			Temporary: retryableStatus(resp.StatusCode)})
-	}
-	start := int64(0)
-	if resp.StatusCode == http.StatusPartialContent {
-		got, err := contentRangeStart(resp.Header.Get("Content-Range"))
-		if err == nil && (offset == 0 || got != offset) {
-			err = fmt.Errorf("server sent bytes from %d, asked for %d", got, offset)
-		}
-		if err != nil {
-			return fail(&Error{URL: shown, Temporary: true, Err: &badRangeError{err.Error()}})
-		}
-		start = offset
 	}
 	rest := limit
 	if limit >= 0 {
@@ -204,6 +176,51 @@ func (c *Client) OpenFrom(ctx context.Context, rawURL string, limit, offset int6
 		tag = ""
 	}
 	return &Part{ReadCloser: &limited{r: b, c: b, url: shown, limit: rest, whole: limit}, Offset: start, ETag: tag}, nil
+}
+
+// newRangeRequest is the GET for rawURL, asking for the bytes from offset on
+// when offset is not 0.
+func newRangeRequest(ctx context.Context, rawURL string, offset int64, etag string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", "sdupdate")
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+		if strongETag(etag) {
+			req.Header.Set("If-Range", etag)
+		}
+	}
+	return req, nil
+}
+
+// checkAnswer returns where the body of resp starts (offset for a 206 that
+// continues there, 0 for a whole file), or the error for an answer that is
+// not a usable one.
+func checkAnswer(resp *http.Response, shown string, offset int64) (int64, *Error) {
+	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0 {
+		return 0, &Error{URL: shown, StatusCode: resp.StatusCode, Temporary: true,
+			Err: &badRangeError{fmt.Sprintf("server cannot continue at byte %d (416)", offset)}}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// Nor is the server's reason phrase: it is free text, terminal
+		// escape sequences included; the standard text for the code is.
+		return 0, &Error{URL: shown, StatusCode: resp.StatusCode,
+			Err:       fmt.Errorf("server answered %s", strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode)))),
+			Temporary: retryableStatus(resp.StatusCode)}
+	}
+	if resp.StatusCode != http.StatusPartialContent {
+		return 0, nil
+	}
+	got, err := contentRangeStart(resp.Header.Get("Content-Range"))
+	if err == nil && (offset == 0 || got != offset) {
+		err = fmt.Errorf("server sent bytes from %d, asked for %d", got, offset)
+	}
+	if err != nil {
+		return 0, &Error{URL: shown, Temporary: true, Err: &badRangeError{err.Error()}}
+	}
+	return offset, nil
 }
 
 // strongETag reports whether tag is a strong entity tag (RFC 9110 8.8.3):
