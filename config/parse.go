@@ -111,63 +111,90 @@ func scan(name string, data []byte) ([]item, error) {
 			return nil, err
 		}
 		t := strings.TrimLeftFunc(line, unicode.IsSpace)
+		var err error
 		switch {
 		case t == "":
 			continue
 		case t[0] == '#' || t[0] == ';':
 			// The lexer trims one trailing space, then a backslash continues
 			// the comment.
-			for strings.HasSuffix(strings.TrimSuffix(lines[i], " "), "\\") && i+1 < len(lines) {
-				i++
-				if err := checkLine(name, i+1, lines[i]); err != nil {
-					return nil, err
-				}
-			}
+			i, err = followLines(name, lines, i, lines[i], func(l string) bool {
+				return strings.HasSuffix(strings.TrimSuffix(l, " "), "\\")
+			})
 		case t[0] == '[':
-			end := strings.IndexByte(t, ']')
-			if end < 0 {
-				return nil, &Error{File: name, Line: lineNo, Msg: "section header without closing ']'"}
-			}
-			section = t[1:end]
-			if rest := strings.TrimSpace(t[end+1:]); rest != "" {
-				return nil, &Error{File: name, Line: lineNo, Section: section,
-					Msg: fmt.Sprintf("unexpected %q after the section header", rest)}
-			}
-			if section == "" {
-				return nil, &Error{File: name, Line: lineNo, Msg: "empty section name"}
+			if section, err = parseHeader(name, lineNo, t); err != nil {
+				return nil, err
 			}
 			inSect = true
 			items = append(items, item{header: true, section: section, line: lineNo})
 		default:
-			eq := strings.IndexByte(t, '=')
-			if eq < 0 {
-				return nil, &Error{File: name, Line: lineNo, Section: section,
-					Msg: fmt.Sprintf("%q is not Key=Value", strings.TrimSpace(t))}
-			}
-			if strings.ContainsRune(t[:eq], '\r') {
-				return nil, &Error{File: name, Line: lineNo, Section: section, Msg: "carriage return before '='"}
-			}
-			key := strings.TrimSpace(t[:eq])
-			if key == "" {
-				return nil, &Error{File: name, Line: lineNo, Section: section, Msg: "missing key before '='"}
-			}
-			if !inSect {
-				return nil, &Error{File: name, Line: lineNo, Key: key,
-					Msg: "option outside any section; put it under [Source], [Install] or [Agent]"}
+			key, value, kerr := parseKeyValue(name, lineNo, t, section, inSect)
+			if kerr != nil {
+				return nil, kerr
 			}
 			items = append(items, item{section: section, key: key, line: lineNo})
 			// The value's first part is the rest of this line.
-			v := t[eq+1:]
-			for strings.TrimSpace(v) != "" && strings.HasSuffix(v, "\\") && i+1 < len(lines) {
-				i++
-				if err := checkLine(name, i+1, lines[i]); err != nil {
-					return nil, err
-				}
-				v = lines[i]
-			}
+			i, err = followLines(name, lines, i, value, func(v string) bool {
+				return strings.TrimSpace(v) != "" && strings.HasSuffix(v, "\\")
+			})
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return items, nil
+}
+
+// followLines skips the lines after lines[i] that first (the end of line i)
+// and then each skipped line continue, checking each; it returns the index of
+// the last line skipped.
+func followLines(name string, lines []string, i int, first string, continues func(string) bool) (int, error) {
+	for l := first; continues(l) && i+1 < len(lines); l = lines[i] {
+		i++
+		if err := checkLine(name, i+1, lines[i]); err != nil {
+			return i, err
+		}
+	}
+	return i, nil
+}
+
+// parseHeader returns the section name of the header line t.
+func parseHeader(name string, lineNo int, t string) (string, error) {
+	end := strings.IndexByte(t, ']')
+	if end < 0 {
+		return "", &Error{File: name, Line: lineNo, Msg: "section header without closing ']'"}
+	}
+	section := t[1:end]
+	if rest := strings.TrimSpace(t[end+1:]); rest != "" {
+		return "", &Error{File: name, Line: lineNo, Section: section,
+			Msg: fmt.Sprintf("unexpected %q after the section header", rest)}
+	}
+	if section == "" {
+		return "", &Error{File: name, Line: lineNo, Msg: "empty section name"}
+	}
+	return section, nil
+}
+
+// parseKeyValue returns the key of the Key=Value line t and the first part
+// of its value.
+func parseKeyValue(name string, lineNo int, t, section string, inSect bool) (key, value string, err error) {
+	eq := strings.IndexByte(t, '=')
+	if eq < 0 {
+		return "", "", &Error{File: name, Line: lineNo, Section: section,
+			Msg: fmt.Sprintf("%q is not Key=Value", strings.TrimSpace(t))}
+	}
+	if strings.ContainsRune(t[:eq], '\r') {
+		return "", "", &Error{File: name, Line: lineNo, Section: section, Msg: "carriage return before '='"}
+	}
+	key = strings.TrimSpace(t[:eq])
+	if key == "" {
+		return "", "", &Error{File: name, Line: lineNo, Section: section, Msg: "missing key before '='"}
+	}
+	if !inSect {
+		return "", "", &Error{File: name, Line: lineNo, Key: key,
+			Msg: "option outside any section; put it under [Source], [Install] or [Agent]"}
+	}
+	return key, t[eq+1:], nil
 }
 
 // checkLine refuses what the parser cannot take or would change: overlong
