@@ -195,21 +195,12 @@ func (e *Engine) fetchTo(ctx context.Context, url, staged string, c *Change, pro
 	if limit < 0 {
 		limit = MaxLegacyFileSize
 	}
-	body, err := e.Fetcher.Open(ctx, url, limit)
+	src, w, done, err := e.openStream(ctx, url, limit, staged, progress)
 	if err != nil {
 		return verified{}, err
 	}
-	defer body.Close()
-	w, err := fsutil.Create(e.Fs, staged)
-	if err != nil {
-		return verified{}, &localError{err}
-	}
-	defer w.Close()
+	defer done()
 	hm := md5.New()
-	var src io.Reader = body
-	if progress != nil {
-		src = &countingReader{r: body, p: progress}
-	}
 	if _, err := copyChunks(io.MultiWriter(w, hm), src); err != nil {
 		return verified{}, err
 	}
@@ -242,6 +233,26 @@ func copyChunks(dst io.Writer, src io.Reader) (int64, error) {
 		return n, &localError{we.Err}
 	}
 	return n, err
+}
+
+// openStream opens url, read to at most limit bytes and counted into progress, and the staging
+// file it goes to; done closes both. A failure to create the staging file is a localError, which
+// no retry can fix.
+func (e *Engine) openStream(ctx context.Context, url string, limit int64, staged string, progress Progress) (io.Reader, *fsutil.FileWriter, func(), error) {
+	body, err := e.Fetcher.Open(ctx, url, limit)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	w, err := fsutil.Create(e.Fs, staged)
+	if err != nil {
+		body.Close()
+		return nil, nil, nil, &localError{err}
+	}
+	var r io.Reader = body
+	if progress != nil {
+		r = &countingReader{r: body, p: progress}
+	}
+	return r, w, func() { w.Close(); body.Close() }, nil
 }
 
 type countingReader struct {

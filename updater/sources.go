@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sort"
 
@@ -128,20 +127,11 @@ func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *C
 			return verified{}, ctx.Err()
 		}
 	}
-	body, err := e.Fetcher.Open(ctx, u, src.Want.Size)
+	r, w, done, err := e.openStream(ctx, u, src.Want.Size, staged, progress)
 	if err != nil {
 		return verified{}, err
 	}
-	defer body.Close()
-	w, err := fsutil.Create(e.Fs, staged)
-	if err != nil {
-		return verified{}, &localError{err}
-	}
-	defer w.Close()
-	var r io.Reader = body
-	if progress != nil {
-		r = &countingReader{r: body, p: progress}
-	}
+	defer done()
 	_, err = delta.Decode(w, r, src.Want, base, delta.Want{SHA256: c.File.SHA256, Size: c.File.Size}, delta.Limits{})
 	var we *delta.WriteError
 	switch {
