@@ -220,70 +220,91 @@ func parseFile(obj *object, raw []byte, i int) (File, string, error) {
 	if reason := nameProblem(name); reason != "" {
 		return File{}, "", fmt.Errorf("manifest: file %q: name %s", name, reason)
 	}
-	fail := func(format string, args ...any) (File, string, error) {
-		return File{}, "", fmt.Errorf("manifest: file %q: %s", name, fmt.Sprintf(format, args...))
-	}
-
 	f := File{Name: name, Size: -1}
-	kind := "sha256"
+	kind, err := parseDigest(obj, &f)
+	if err == nil {
+		err = parseSize(obj, &f, kind)
+	}
+	if err == nil {
+		err = parseFileMode(obj, &f)
+	}
+	if err == nil {
+		err = parseSources(obj, &f, kind)
+	}
+	if err != nil {
+		return File{}, "", fmt.Errorf("manifest: file %q: %w", name, err)
+	}
+	return f, kind, nil
+}
+
+// parseDigest sets f's sha256 (or, in a legacy entry, its md5) and says which kind it is.
+func parseDigest(obj *object, f *File) (string, error) {
 	sum, err := stringField(obj, "sha256", false)
 	if err != nil {
-		return fail("%v", err)
+		return "", err
 	}
 	_, hasSHA := obj.get("sha256")
 	_, hasMD5 := obj.get("md5")
 	switch {
 	case hasSHA:
 		if msg := hexProblem(sum, 64, false); msg != "" {
-			return fail("sha256 %s", msg)
+			return "", errors.New("sha256 " + msg)
 		}
 		f.SHA256 = sum
+		return "sha256", nil
 	case hasMD5:
 		md5sum, err := stringField(obj, "md5", false)
 		if err != nil {
-			return fail("%v", err)
+			return "", err
 		}
 		if msg := hexProblem(md5sum, 32, true); msg != "" {
-			return fail("md5 %s", msg)
+			return "", errors.New("md5 " + msg)
 		}
 		// The original updater wrote Python's hexdigest (lowercase); accept either case
 		// and keep one, so comparisons and the canonical form are stable.
 		f.MD5 = strings.ToLower(md5sum)
-		kind = "md5"
-	default:
-		return fail("sha256 missing")
+		return "md5", nil
 	}
+	return "", errors.New("sha256 missing")
+}
 
-	if rawSize, ok := obj.get("size"); ok {
-		size, err := parseInt(rawSize)
-		if err != nil {
-			return fail("size must be a whole number of bytes, got %s", truncate(string(rawSize)))
+// parseSize sets f's size, which only a legacy md5 entry may leave out.
+func parseSize(obj *object, f *File, kind string) error {
+	rawSize, ok := obj.get("size")
+	if !ok {
+		if kind == "sha256" {
+			return errors.New("size missing")
 		}
-		if size < 0 {
-			return fail("size must not be negative, got %d", size)
-		}
-		f.Size = size
-	} else if kind == "sha256" {
-		return fail("size missing")
+		return nil
 	}
+	size, err := parseInt(rawSize)
+	if err != nil {
+		return fmt.Errorf("size must be a whole number of bytes, got %s", truncate(string(rawSize)))
+	}
+	if size < 0 {
+		return fmt.Errorf("size must not be negative, got %d", size)
+	}
+	f.Size = size
+	return nil
+}
 
-	if rawMode, ok := obj.get("mode"); ok {
-		s, isString := decodeString(rawMode)
-		if !isString {
-			return fail("mode must be a string of octal digits such as \"0644\", got %s", truncate(string(rawMode)))
-		}
-		mode, err := parseMode(s)
-		if err != nil {
-			return fail("%v", err)
-		}
-		f.Mode, f.HasMode = mode, true
-	} else {
+// parseFileMode sets f's mode: the entry's own, or DefaultMode when it gives none.
+func parseFileMode(obj *object, f *File) error {
+	rawMode, ok := obj.get("mode")
+	if !ok {
 		f.Mode = DefaultMode
+		return nil
 	}
-	if err := parseSources(obj, &f, kind); err != nil {
-		return fail("%v", err)
+	s, isString := decodeString(rawMode)
+	if !isString {
+		return fmt.Errorf("mode must be a string of octal digits such as \"0644\", got %s", truncate(string(rawMode)))
 	}
-	return f, kind, nil
+	mode, err := parseMode(s)
+	if err != nil {
+		return err
+	}
+	f.Mode, f.HasMode = mode, true
+	return nil
 }
 
 // parseMode reads "0644" or "644" and refuses anything beyond the permission bits.
