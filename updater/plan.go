@@ -184,12 +184,9 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 	onHand := localContent{} // installed content by sha256: the bases deltas can start from
 	resolved := *next
 	resolved.Files = append([]manifest.File(nil), next.Files...)
-	var rootUID, rootGID int
-	rootHasOwner := false
-	if rootInfo, err := e.Fs.Stat(l.install); err == nil {
-		rootUID, rootGID, rootHasOwner = fsutil.Owner(rootInfo)
-	} else if !errors.Is(err, os.ErrNotExist) { // missing: `check` before the first install
-		return nil, fmt.Errorf("cannot stat install directory %s: %w", l.install, err)
+	rootUID, rootGID, rootHasOwner, err := e.rootOwner(l)
+	if err != nil {
+		return nil, err
 	}
 	dropped := droppedNames(installed, next)
 	for i, f := range next.Files {
@@ -209,30 +206,12 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 			c.Mode = f.Mode
 		}
 		if exists {
-			have, err := e.installedState(target, f, next.Legacy, idx, p.Index)
+			unchanged, err := e.matchInstalled(p, &c, &resolved.Files[i], target, next.Legacy, keepMode, idx, onHand)
 			if err != nil {
 				return nil, err
 			}
-			p.Installed = append(p.Installed, have.snapshotEntry(f.Name))
-			c.UID, c.GID, c.HasOwner = have.uid, have.gid, have.hasOwner
-			if _, known := onHand[have.sha256]; !known {
-				onHand[have.sha256] = baseFile{name: f.Name, size: have.size}
-			}
-			if keepMode {
-				c.Mode = have.mode
-			}
-			same := have.sha256 == f.SHA256 && have.size == f.Size
-			if f.SHA256 == "" {
-				same = have.md5 == f.MD5
-			}
-			if same {
-				resolved.Files[i].SHA256, resolved.Files[i].Size = have.sha256, have.size
-				c.File = resolved.Files[i]
-				if have.mode == c.Mode {
-					resolved.Files[i].Mode, resolved.Files[i].HasMode = c.Mode, true
-					continue
-				}
-				c.Local = true
+			if unchanged {
+				continue
 			}
 		}
 		resolved.Files[i].Mode, resolved.Files[i].HasMode = c.Mode, true
@@ -248,6 +227,55 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 	p.Resolved = &resolved
 	e.chooseSources(l, p, onHand, installed)
 	return p, nil
+}
+
+// rootOwner returns the owner of the install directory, which new files get; none (false)
+// while it is missing, as for `check` before the first install.
+func (e *Engine) rootOwner(l *layout) (uid, gid int, ok bool, err error) {
+	rootInfo, err := e.Fs.Stat(l.install)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, false, nil
+	} else if err != nil {
+		return 0, 0, false, fmt.Errorf("cannot stat install directory %s: %w", l.install, err)
+	}
+	uid, gid, ok = fsutil.Owner(rootInfo)
+	return uid, gid, ok, nil
+}
+
+// matchInstalled compares the installed file at target with c.File, the manifest's entry: it
+// records the installed file in p, gives c its owner (and, with keepMode, its mode) and offers
+// its content in onHand as a base for deltas. When the content already matches it sets the
+// resolved entry r's hash and size from it, and reports true when the mode matches too: nothing
+// to do; with only the mode to change, c becomes Local.
+func (e *Engine) matchInstalled(p *Plan, c *Change, r *manifest.File, target string, legacy, keepMode bool, idx *statindex.Index, onHand localContent) (bool, error) {
+	f := c.File
+	have, err := e.installedState(target, f, legacy, idx, p.Index)
+	if err != nil {
+		return false, err
+	}
+	p.Installed = append(p.Installed, have.snapshotEntry(f.Name))
+	c.UID, c.GID, c.HasOwner = have.uid, have.gid, have.hasOwner
+	if _, known := onHand[have.sha256]; !known {
+		onHand[have.sha256] = baseFile{name: f.Name, size: have.size}
+	}
+	if keepMode {
+		c.Mode = have.mode
+	}
+	same := have.sha256 == f.SHA256 && have.size == f.Size
+	if f.SHA256 == "" {
+		same = have.md5 == f.MD5
+	}
+	if !same {
+		return false, nil
+	}
+	r.SHA256, r.Size = have.sha256, have.size
+	c.File = *r
+	if have.mode == c.Mode {
+		r.Mode, r.HasMode = c.Mode, true
+		return true, nil
+	}
+	c.Local = true
+	return false, nil
 }
 
 // planRemoves adds to p the files installed lists, next does not, and that are there: they are
