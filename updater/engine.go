@@ -136,26 +136,51 @@ func (e *Engine) layoutFor(create bool) (*layout, error) {
 	if err := PrepareStateDirectory(e.Fs, l.state); err != nil {
 		return nil, err
 	}
-	fi, err := fsutil.Lstat(e.Fs, l.install)
-	if errors.Is(err, os.ErrNotExist) && !create {
+	exists, err := e.checkInstallDir(l.install, create)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
 		// Nothing is installed yet: a reading command answers without creating the directory
 		// (and the layout is not kept, so a command that writes makes it).
 		l.work = l.state
 		l.staging, l.snapshots = filepath.Join(l.work, "staging"), filepath.Join(l.work, "snapshots")
 		return l, nil
 	}
+	if err := e.chooseWork(l); err != nil {
+		return nil, err
+	}
+	l.staging = filepath.Join(l.work, "staging")
+	l.snapshots = filepath.Join(l.work, "snapshots")
+	e.lay = l
+	return l, nil
+}
+
+// checkInstallDir checks that install is a directory (not a symlink to one). A missing one is
+// created when create is set, else reported as not there (false).
+func (e *Engine) checkInstallDir(install string, create bool) (bool, error) {
+	fi, err := fsutil.Lstat(e.Fs, install)
+	if errors.Is(err, os.ErrNotExist) && !create {
+		return false, nil
+	}
 	if errors.Is(err, os.ErrNotExist) {
-		if err := e.Fs.MkdirAll(l.install, 0o755); err != nil {
-			return nil, fmt.Errorf("cannot create install directory %s: %w", l.install, err)
+		if err := e.Fs.MkdirAll(install, 0o755); err != nil {
+			return false, fmt.Errorf("cannot create install directory %s: %w", install, err)
 		}
-		fi, err = fsutil.Lstat(e.Fs, l.install)
+		fi, err = fsutil.Lstat(e.Fs, install)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot inspect install directory %s: %w", l.install, err)
+		return false, fmt.Errorf("cannot inspect install directory %s: %w", install, err)
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("install directory %s is not a directory (a symlink to one is not accepted either)", l.install)
+		return false, fmt.Errorf("install directory %s is not a directory (a symlink to one is not accepted either)", install)
 	}
+	return true, nil
+}
+
+// chooseWork sets l.work, the directory staging and snapshots go under: the state directory when
+// a file can be renamed from it into the install, else the reserved directory inside the install.
+func (e *Engine) chooseWork(l *layout) error {
 	same, err := fsutil.CanRenameBetween(e.Fs, l.state, l.install)
 	if errors.Is(err, syscall.EROFS) {
 		// A read-only install cannot take a staged file anyway: reading commands (status,
@@ -165,24 +190,22 @@ func (e *Engine) layoutFor(create bool) (*layout, error) {
 	if err != nil {
 		// A probe that could not be removed must not stay in the operator's directory.
 		e.removeStaleProbes(l)
-		return nil, err
+		return err
 	}
 	l.work = l.state
-	if !same {
-		l.work = reservedDir(l)
-		if err := e.checkReserved(l, "staging", "snapshots", "partial"); err != nil {
-			return nil, err
-		}
-		if err := e.Fs.MkdirAll(l.work, 0o700); errors.Is(err, syscall.EROFS) {
-			l.work = l.state // read-only install: as above, reading commands still answer
-		} else if err != nil {
-			return nil, fmt.Errorf("cannot create %s: %w", l.work, err)
-		}
+	if same {
+		return nil
 	}
-	l.staging = filepath.Join(l.work, "staging")
-	l.snapshots = filepath.Join(l.work, "snapshots")
-	e.lay = l
-	return l, nil
+	l.work = reservedDir(l)
+	if err := e.checkReserved(l, "staging", "snapshots", "partial"); err != nil {
+		return err
+	}
+	if err := e.Fs.MkdirAll(l.work, 0o700); errors.Is(err, syscall.EROFS) {
+		l.work = l.state // read-only install: as above, reading commands still answer
+	} else if err != nil {
+		return fmt.Errorf("cannot create %s: %w", l.work, err)
+	}
+	return nil
 }
 
 // checkNotInside refuses a StateDirectory that lies inside Directory (or the reverse) once
