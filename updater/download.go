@@ -74,6 +74,30 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	if progress != nil {
 		defer progress.Done()
 	}
+	// Each job writes only its own entry; they are read after every job is done.
+	got := make([]verified, len(p.Changes))
+	turns := make(chan struct{}, 1) // large decodes take turns (see bigDecode)
+	e.notify(fmt.Sprintf("downloading 0/%d files", len(p.Changes)))
+	err := runParallel(ctx, max(e.Config.Parallel, 1), len(p.Changes), func(ctx context.Context, i int) error {
+		v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], progress, turns)
+		got[i] = v
+		return err
+	}, func(done int) {
+		e.notify(fmt.Sprintf("downloading %d/%d files", done, len(p.Changes)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := fsutil.SyncDir(e.Fs, rec.StagingDir); err != nil {
+		return nil, &localError{err}
+	}
+	return got, nil
+}
+
+// runParallel runs job for each of 0..n-1 on workers goroutines. The first error cancels the
+// context the other jobs get, stops handing out new ones and is returned; else ctx's error, if
+// it ended first. afterEach is called after each job, one call at a time, with the number done.
+func runParallel(ctx context.Context, workers, n int, job func(context.Context, int) error, afterEach func(done int)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	jobs := make(chan int)
@@ -83,31 +107,25 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 		done     int
 		wg       sync.WaitGroup
 	)
-	// Each worker writes only the entries of the jobs it took; they are read after wg.Wait.
-	got := make([]verified, len(p.Changes))
-	workers := max(e.Config.Parallel, 1)
-	turns := make(chan struct{}, 1) // large decodes take turns (see bigDecode)
-	e.notify(fmt.Sprintf("downloading 0/%d files", len(p.Changes)))
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], progress, turns)
-				got[i] = v
+				err := job(ctx, i)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
 					cancel()
 				}
 				done++
-				e.notify(fmt.Sprintf("downloading %d/%d files", done, len(p.Changes)))
+				afterEach(done)
 				mu.Unlock()
 			}
 		}()
 	}
 feed:
-	for i := range p.Changes {
+	for i := 0; i < n; i++ {
 		select {
 		case jobs <- i:
 		case <-ctx.Done():
@@ -119,13 +137,7 @@ feed:
 	if firstErr == nil {
 		firstErr = ctx.Err()
 	}
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	if err := fsutil.SyncDir(e.Fs, rec.StagingDir); err != nil {
-		return nil, &localError{err}
-	}
-	return got, nil
+	return firstErr
 }
 
 // progressFor is the progress bar of p's downloads, or nil.
