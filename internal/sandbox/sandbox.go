@@ -159,64 +159,18 @@ func Boot(ctx context.Context, opts Options) (*Sandbox, error) {
 	return s, nil
 }
 
+// start boots the sandbox: boot.sh sets up the namespaces and stops at "ready <pid>", the
+// initial files are written, and then systemd is started and waited for.
 func (s *Sandbox) start(ctx context.Context, opts Options) error {
-	cgroup2, ownCgroup, err := cgroup2Paths()
+	script, err := s.prepare()
 	if err != nil {
 		return err
 	}
-	for _, dir := range removeStale(filepath.Join(cgroup2, ownCgroup)) {
-		s.logf("removed %s, left behind by a sandbox that was never closed", dir)
-	}
-	s.dir, err = os.MkdirTemp("", "sdsandbox-"+s.name+"-")
-	if err != nil {
-		return fmt.Errorf("cannot create scratch directory: %w", err)
-	}
-	script := filepath.Join(s.dir, "boot.sh")
-	if err := os.WriteFile(script, bootScript, 0o700); err != nil {
-		return fmt.Errorf("cannot write %s: %w", script, err)
-	}
-	if err := os.Mkdir(filepath.Join(s.dir, "mnt"), 0o755); err != nil {
-		return fmt.Errorf("cannot create mount point: %w", err)
-	}
-	// Each sandbox has a cgroup of its own, so that two sandboxes' systemd
-	// do not build their trees in the same place.
-	s.cgroupDir = filepath.Join(cgroup2, ownCgroup, filepath.Base(s.dir))
-	if err := os.Mkdir(s.cgroupDir, 0o755); err != nil {
-		return fmt.Errorf("cannot create cgroup: %w", err)
-	}
-
-	args := []string{"--pid", "--mount", "--uts", "--ipc", "--fork", "--kill-child", "--propagation", "private",
-		"bash", script, s.dir, s.cgroupDir}
-	s.unshare = exec.Command("unshare", append(args, maskedUnits...)...)
-	s.unshare.Env = []string{"PATH=" + insidePath}
-	s.unshare.Stderr = &s.stderr
-	// If the harness dies without Close, unshare dies, and --kill-child
-	// takes the whole PID namespace with it. (Pdeathsig follows the thread
-	// that started unshare; Go ends a thread only when a goroutine locked
-	// to it exits, so do not Boot from such a goroutine.)
-	s.unshare.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := s.unshare.StdinPipe()
+	stdin, stdout, err := s.launch(script)
 	if err != nil {
 		return err
 	}
 	defer stdin.Close()
-	// A pipe of our own rather than StdoutPipe: Wait runs in the background
-	// from the start and must not close stdout under waitReady.
-	stdout, stdoutW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	s.unshare.Stdout = stdoutW
-	err = s.unshare.Start()
-	stdoutW.Close()
-	if err != nil {
-		stdout.Close()
-		return fmt.Errorf("cannot start unshare: %w", err)
-	}
-	go func() {
-		_ = s.unshare.Wait()
-		close(s.exited)
-	}()
 
 	pid, err := s.waitReady(ctx, stdout)
 	if err != nil {
@@ -244,6 +198,75 @@ func (s *Sandbox) start(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cannot tell boot.sh to start systemd: %w%s", err, s.diagnostics())
 	}
 	return s.waitRunning(ctx)
+}
+
+// prepare makes the sandbox's scratch directory (boot.sh, the mount point) and its cgroup, and
+// returns the path of boot.sh.
+func (s *Sandbox) prepare() (string, error) {
+	cgroup2, ownCgroup, err := cgroup2Paths()
+	if err != nil {
+		return "", err
+	}
+	for _, dir := range removeStale(filepath.Join(cgroup2, ownCgroup)) {
+		s.logf("removed %s, left behind by a sandbox that was never closed", dir)
+	}
+	s.dir, err = os.MkdirTemp("", "sdsandbox-"+s.name+"-")
+	if err != nil {
+		return "", fmt.Errorf("cannot create scratch directory: %w", err)
+	}
+	script := filepath.Join(s.dir, "boot.sh")
+	if err := os.WriteFile(script, bootScript, 0o700); err != nil {
+		return "", fmt.Errorf("cannot write %s: %w", script, err)
+	}
+	if err := os.Mkdir(filepath.Join(s.dir, "mnt"), 0o755); err != nil {
+		return "", fmt.Errorf("cannot create mount point: %w", err)
+	}
+	// Each sandbox has a cgroup of its own, so that two sandboxes' systemd
+	// do not build their trees in the same place.
+	s.cgroupDir = filepath.Join(cgroup2, ownCgroup, filepath.Base(s.dir))
+	if err := os.Mkdir(s.cgroupDir, 0o755); err != nil {
+		return "", fmt.Errorf("cannot create cgroup: %w", err)
+	}
+	return script, nil
+}
+
+// launch starts boot.sh under unshare in new namespaces and returns its stdin (the caller
+// closes it) and stdout; s.exited is closed when unshare ends.
+func (s *Sandbox) launch(script string) (io.WriteCloser, io.ReadCloser, error) {
+	args := []string{"--pid", "--mount", "--uts", "--ipc", "--fork", "--kill-child", "--propagation", "private",
+		"bash", script, s.dir, s.cgroupDir}
+	s.unshare = exec.Command("unshare", append(args, maskedUnits...)...)
+	s.unshare.Env = []string{"PATH=" + insidePath}
+	s.unshare.Stderr = &s.stderr
+	// If the harness dies without Close, unshare dies, and --kill-child
+	// takes the whole PID namespace with it. (Pdeathsig follows the thread
+	// that started unshare; Go ends a thread only when a goroutine locked
+	// to it exits, so do not Boot from such a goroutine.)
+	s.unshare.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := s.unshare.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	// A pipe of our own rather than StdoutPipe: Wait runs in the background
+	// from the start and must not close stdout under waitReady.
+	stdout, stdoutW, err := os.Pipe()
+	if err != nil {
+		stdin.Close()
+		return nil, nil, err
+	}
+	s.unshare.Stdout = stdoutW
+	err = s.unshare.Start()
+	stdoutW.Close()
+	if err != nil {
+		stdout.Close()
+		stdin.Close()
+		return nil, nil, fmt.Errorf("cannot start unshare: %w", err)
+	}
+	go func() {
+		_ = s.unshare.Wait()
+		close(s.exited)
+	}()
+	return stdin, stdout, nil
 }
 
 // waitReady reads boot.sh's "ready <pid>" line, then drains and closes
