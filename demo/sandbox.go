@@ -82,11 +82,21 @@ func (d *demo) runSandbox() (err error) {
 	return nil
 }
 
+// story tells the demo in its acts, each on the state the one before left.
 func (s *server) story(d *demo) error {
 	if _, err := s.sh("cat", fixture.ConfigFile); err != nil {
 		return err
 	}
+	for _, act := range []func(*demo) error{s.firstInstall, s.goodUpdate, s.brokenUpdate, s.journal, s.rollback} {
+		if err := act(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
+// firstInstall installs 1.0.0 and starts the agent.
+func (s *server) firstInstall(*demo) error {
 	step("install 1.0.0 (the agent is not running yet, so it is left stopped), then start the agent")
 	if err := s.want(0, "systemctl", "start", updateUnit); err != nil {
 		return err
@@ -94,10 +104,11 @@ func (s *server) story(d *demo) error {
 	if err := s.want(0, "systemctl", "start", agentUnit); err != nil {
 		return err
 	}
-	if err := s.agentStatus("1.0.0"); err != nil {
-		return err
-	}
+	return s.agentStatus("1.0.0")
+}
 
+// goodUpdate publishes 1.1.0 and updates to it, restarting the agent.
+func (s *server) goodUpdate(d *demo) error {
 	step("the publisher releases 1.1.0")
 	if err := d.publish("1.1.0", false); err != nil {
 		return err
@@ -115,10 +126,11 @@ func (s *server) story(d *demo) error {
 		return err
 	}
 	fmt.Printf("# the agent's MainPID went %s -> %s: it was restarted\n", before, after)
-	if err := s.agentStatus("1.1.0"); err != nil {
-		return err
-	}
+	return s.agentStatus("1.1.0")
+}
 
+// brokenUpdate publishes a 1.2.0 that does not come up: the update rolls itself back.
+func (s *server) brokenUpdate(d *demo) error {
 	step("the publisher releases a broken 1.2.0 (it exits at once)")
 	if err := d.publish("1.2.0", true); err != nil {
 		return err
@@ -133,10 +145,11 @@ func (s *server) story(d *demo) error {
 	if err := s.agentStatus("1.1.0"); err != nil {
 		return err
 	}
-	if err := s.want(0, "sdupdate", "status"); err != nil {
-		return err
-	}
+	return s.want(0, "sdupdate", "status")
+}
 
+// journal shows what the runs left in the journal.
+func (s *server) journal(*demo) error {
 	step("the journal: each run's lines, as journald has them")
 	if _, err := s.sh("journalctl", "--no-pager", "-o", "cat", "-u", updateUnit); err != nil {
 		return err
@@ -149,7 +162,11 @@ func (s *server) story(d *demo) error {
 	if _, err := s.sh("journalctl", "--no-pager", "-x", "-t", logging.Identifier, "MESSAGE_ID="+logging.MsgRolledBack); err != nil {
 		return err
 	}
+	return nil
+}
 
+// rollback rolls back by hand to 1.0.0.
+func (s *server) rollback(*demo) error {
 	step("the snapshots, and a rollback by hand to 1.0.0")
 	if err := s.want(0, "sdupdate", "snapshots"); err != nil {
 		return err
