@@ -114,18 +114,18 @@ func (b *bench) delta() error {
 			}
 			return nil
 		}}
-	ob, osm := big.contender(b, "sdupdate "+human(b.sz.deltaBig)), small.contender(b, "sdupdate "+human(b.sz.deltaSmall))
+	ob, osm := big.contender(b, "sdupdate "+size(b.sz.deltaBig)), small.contender(b, "sdupdate "+size(b.sz.deltaSmall))
 	s, err := b.compare(ob, rsync, osm)
 	if err != nil {
 		return err
 	}
 	o, t, sm := summarize(s[0]), summarize(s[1]), summarize(s[2])
 	want := big.changedBytes + big.overhead
-	caseName := fmt.Sprintf("%s / %s files, %d changed", human(b.sz.deltaBig), count(b.sz.deltaN), b.sz.changed)
+	caseName := fmt.Sprintf("%s / %s files, %d changed", size(b.sz.deltaBig), count(b.sz.deltaN), b.sz.changed)
 	b.add(row{kase: caseName, contender: rsync.name, ours: o, theirs: &t, ratio: ratio(o, t), target: 0.2,
 		exactBytes: &want})
-	b.add(row{kase: fmt.Sprintf("same change on a %s / %s-file install", human(b.sz.deltaSmall), count(b.sz.deltaN)),
-		contender: "the " + human(b.sz.deltaBig) + " case", ours: sm, theirs: &o, ratio: ratio(o, sm), target: 1.2,
+	b.add(row{kase: fmt.Sprintf("same change on a %s / %s-file install", size(b.sz.deltaSmall), count(b.sz.deltaN)),
+		contender: "the " + size(b.sz.deltaBig) + " case", ours: sm, theirs: &o, ratio: ratio(o, sm), target: 1.2,
 		ratioNote: "big/small"})
 
 	// Already up to date: the big install is at 1.0.1 after the last timed run.

@@ -169,7 +169,7 @@ func (b *bench) bigFile() error {
 		return err
 	}
 	o, t := summarize(s[0]), summarize(s[1])
-	name := "one " + human(b.sz.big) + " file"
+	name := "one " + size(b.sz.big) + " file"
 	b.add(row{kase: name, contender: curl.name, ours: o, theirs: &t, ratio: ratio(o, t), target: 1.2})
 	b.rows = append(b.rows, row{kase: "peak RSS: " + name, ours: o, rssTarget: 64 << 20})
 
@@ -188,7 +188,7 @@ func (b *bench) bigFile() error {
 		return err
 	}
 	total := stats{wall: s1.wall + s2.wall, cpu: s1.cpu + s2.cpu, rss: max(s1.rss, s2.rss), fetched: s1.fetched + s2.fetched}
-	b.rows = append(b.rows, row{kase: "broken at 50 % of a " + human(b.sz.big) + " file, then run again",
+	b.rows = append(b.rows, row{kase: "broken at 50 % of a " + size(b.sz.big) + " file, then run again",
 		contender: "bytes fetched in all", ours: total, bytesTarget: b.sz.big + b.sz.big/20})
 	return nil
 }
@@ -226,7 +226,7 @@ func (b *bench) smallFiles() error {
 		return err
 	}
 	o, t := summarize(s[0]), summarize(s[1])
-	b.add(row{kase: fmt.Sprintf("%s × %s, durable", count(b.sz.smallN), human(b.sz.smallSize)), contender: curl.name,
+	b.add(row{kase: fmt.Sprintf("%s × %s, durable", count(b.sz.smallN), size(b.sz.smallSize)), contender: curl.name,
 		ours: o, theirs: &t, ratio: ratio(o, t), target: 1.5})
 	return nil
 }

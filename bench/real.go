@@ -442,40 +442,65 @@ func (b *bench) realReleases() error {
 	return b.upgradeRows(u)
 }
 
+// patchRows measures the patch release: bytes on the wire, decoding, a slow link, a fresh install.
 func (b *bench) patchRows(r *realRelease) error {
-	ours, err := b.upgrade(r, "sdupdate", r.newURL)
+	what := fmt.Sprintf("patch release, %s in %s files", size(r.bytes), count(len(r.m.Files)))
+	rss, err := b.patchWireRows(r, what)
 	if err != nil {
 		return err
+	}
+	if err := b.patchDecodeRows(r, what, rss); err != nil {
+		return err
+	}
+	if err := b.patchSlowRows(r, what); err != nil {
+		return err
+	}
+	return b.freshInstallRow(r, what)
+}
+
+// patchWireRows compares the bytes the update fetches with a file-level update and rsync; it
+// returns the update's peak RSS.
+func (b *bench) patchWireRows(r *realRelease, what string) (int64, error) {
+	ours, err := b.upgrade(r, "sdupdate", r.newURL)
+	if err != nil {
+		return 0, err
 	}
 	plain, err := b.upgrade(r, "file-level", r.plainURL)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s, err := b.compare(ours, plain)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	o, p := summarize(s[0]), summarize(s[1])
 	rs, err := b.rsyncBytes(r)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	what := fmt.Sprintf("patch release, %s in %s files", human(r.bytes), count(len(r.m.Files)))
 	b.realRow(what+": bytes on the wire", fmt.Sprintf("%s = %.2f %% of the install (file-level: %s = %.1f %%)",
-		human(o.fetched), pct(o.fetched, r.bytes), human(p.fetched), pct(p.fetched, r.bytes)), "≤ 3 %", pct(o.fetched, r.bytes) <= 3)
-	b.realRow(what+": against `rsync -az` from a daemon", fmt.Sprintf("%.2f× (rsync received %s)", ratioOf(o.fetched, rs), human(rs)),
+		size(o.fetched), pct(o.fetched, r.bytes), size(p.fetched), pct(p.fetched, r.bytes)), "≤ 3 %", pct(o.fetched, r.bytes) <= 3)
+	b.realRow(what+": against `rsync -az` from a daemon", fmt.Sprintf("%.2f× (rsync received %s)", ratioOf(o.fetched, rs), size(rs)),
 		"≤ 0.25×", ratioOf(o.fetched, rs) <= 0.25)
+	return o.rss, nil
+}
 
+// patchDecodeRows measures delta decoding on one core, and checks rss (the update's peak) against
+// the largest file patched.
+func (b *bench) patchDecodeRows(r *realRelease, what string, rss int64) error {
 	speed, largest, err := b.decodeSpeed(r)
 	if err != nil {
 		return err
 	}
 	b.realRow(what+": delta decode speed, one core", fmt.Sprintf("%.0f MB/s of output", speed/1e6), "≥ 250 MB/s", speed >= 250e6)
 	limit := int64(64<<20) + largest
-	b.realRow(what+": peak RSS while patching", fmt.Sprintf("%s (largest file patched %s)", human(o.rss), human(largest)),
-		"≤ 64 MiB + largest = "+human(limit), o.rss <= limit)
+	b.realRow(what+": peak RSS while patching", fmt.Sprintf("%s (largest file patched %s)", size(rss), size(largest)),
+		"≤ 64 MiB + largest = "+size(limit), rss <= limit)
+	return nil
+}
 
-	// The same update over an emulated 100 Mbit/s link.
+// patchSlowRows times the update against a file-level one over an emulated 100 Mbit/s link.
+func (b *bench) patchSlowRows(r *realRelease, what string) error {
 	base, stop, err := slowServer(b.srv, 100e6/8)
 	if err != nil {
 		return err
@@ -490,14 +515,18 @@ func (b *bench) patchRows(r *realRelease) error {
 	if err != nil {
 		return err
 	}
-	if s, err = b.compare(ours100, plain100); err != nil {
+	s, err := b.compare(ours100, plain100)
+	if err != nil {
 		return err
 	}
-	o, p = summarize(s[0]), summarize(s[1])
+	o, p := summarize(s[0]), summarize(s[1])
 	b.realRow(what+": wall time at 100 Mbit/s", fmt.Sprintf("%s against file-level %s: %.2f×", seconds(o.wall), seconds(p.wall), ratio(o, p)),
 		"≤ 0.2× file-level", ratio(o, p) <= 0.2)
+	return nil
+}
 
-	// A fresh install of the new version, against a curl of the tree as .tar.gz.
+// freshInstallRow compares a fresh install of the new version with a curl of the tree as .tar.gz.
+func (b *bench) freshInstallRow(r *realRelease, what string) error {
 	fresh, err := b.upgrade(r, "fresh install", r.newURL)
 	if err != nil {
 		return err
@@ -512,7 +541,7 @@ func (b *bench) patchRows(r *realRelease) error {
 	if err != nil {
 		return err
 	}
-	b.realRow(what+": fresh install, bytes on the wire", fmt.Sprintf("%s, %.2f× the %s .tar.gz", human(f.fetched), ratioOf(f.fetched, tgz), human(tgz)),
+	b.realRow(what+": fresh install, bytes on the wire", fmt.Sprintf("%s, %.2f× the %s .tar.gz", size(f.fetched), ratioOf(f.fetched, tgz), size(tgz)),
 		"≤ 0.85× .tar.gz", ratioOf(f.fetched, tgz) <= 0.85)
 	return nil
 }
@@ -531,8 +560,8 @@ func (b *bench) upgradeRows(u *realRelease) error {
 		return err
 	}
 	o, ob := summarize(s[0]), summarize(s[1])
-	b.realRow(fmt.Sprintf("upgrade, %s in %s files: bytes on the wire", human(u.bytes), count(len(u.m.Files))),
-		fmt.Sprintf("%s = %.2f %% of the install; objects only: %s", human(o.fetched), pct(o.fetched, u.bytes), human(ob.fetched)),
+	b.realRow(fmt.Sprintf("upgrade, %s in %s files: bytes on the wire", size(u.bytes), count(len(u.m.Files))),
+		fmt.Sprintf("%s = %.2f %% of the install; objects only: %s", size(o.fetched), pct(o.fetched, u.bytes), size(ob.fetched)),
 		"≤ per-file objects", o.fetched <= ob.fetched)
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sdupdate/sdupdate/internal/human"
 )
 
 // row is one line of the table. A row checks the targets it has: a ratio of wall times, an
@@ -78,11 +80,11 @@ func (b *bench) print(w io.Writer) {
 			targets = append(targets, fmt.Sprintf("fetched = %d B (changed + manifest + signature)", *r.exactBytes))
 		}
 		if r.bytesTarget > 0 {
-			measured = human(r.ours.fetched)
-			targets = append(targets, "≤ "+human(r.bytesTarget))
+			measured = size(r.ours.fetched)
+			targets = append(targets, "≤ "+size(r.bytesTarget))
 		}
 		if r.rssTarget > 0 {
-			targets = append(targets, "RSS < "+human(r.rssTarget))
+			targets = append(targets, "RSS < "+size(r.rssTarget))
 		}
 		target = strings.Join(targets, ", ")
 		met := "yes"
@@ -93,7 +95,7 @@ func (b *bench) print(w io.Writer) {
 			met = "(not checked)"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d B | %s |\n", r.kase, dash(r.contender), seconds(r.ours.wall),
-			dash(theirs), dash(measured), target, seconds(r.ours.cpu), human(r.ours.rss), r.ours.fetched, met)
+			dash(theirs), dash(measured), target, seconds(r.ours.cpu), size(r.ours.rss), r.ours.fetched, met)
 	}
 }
 
@@ -111,22 +113,9 @@ func seconds(d time.Duration) string {
 	return fmt.Sprintf("%.2f s", d.Seconds())
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
-}
+// size is human.Bytes without the ".0" of a round size, so that case names read as the
+// README's table does ("one 16 MiB file", "2,000 × 64 KiB").
+func size(n int64) string { return strings.Replace(human.Bytes(n), ".0 ", " ", 1) }
 
 // count writes n with thousands separators, as the table does.
 func count(n int) string {
