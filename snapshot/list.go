@@ -101,16 +101,21 @@ func (s *Store) records() ([]Meta, error) {
 		}
 		out = append(out, *m)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].Created.Equal(out[j].Created) {
-			return out[i].Created.After(out[j].Created)
-		}
-		return out[i].ID > out[j].ID
-	})
+	sortNewestFirst(out)
 	if len(errs) > 0 {
 		return out, fmt.Errorf("cannot read every snapshot in %s: %w", s.Dir, errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// sortNewestFirst orders snapshots by Created, then ID, newest first.
+func sortNewestFirst(metas []Meta) {
+	sort.Slice(metas, func(i, j int) bool {
+		if !metas[i].Created.Equal(metas[j].Created) {
+			return metas[i].Created.After(metas[j].Created)
+		}
+		return metas[i].ID > metas[j].ID
+	})
 }
 
 // objects returns the size of every object in the store, by sha256.

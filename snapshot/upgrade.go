@@ -20,16 +20,13 @@ const (
 // It is safe to run again after a crash at any point: until a snapshot's record is written its
 // legacy files are untouched, and once it is, they are only leftovers.
 func (s *Store) Upgrade() ([]string, error) {
-	metas, err := s.records()
+	metas, err := s.legacyRecords()
 	var done []string
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for i := range metas {
-		if !metas[i].Legacy {
-			continue
-		}
 		if err := s.upgrade(&metas[i]); err != nil {
 			errs = append(errs, err)
 			continue
@@ -37,6 +34,43 @@ func (s *Store) Upgrade() ([]string, error) {
 		done = append(done, metas[i].ID)
 	}
 	return done, errors.Join(errs...)
+}
+
+// legacyRecords reads the snapshots of the earlier layout, newest first. Every command that takes
+// the lock looks for them, so a snapshot of the current layout is told by its record's name
+// alone and never read here: reading every record whole would make a run that changes nothing
+// cost snapshots × files.
+func (s *Store) legacyRecords() ([]Meta, error) {
+	ids, err := s.ids()
+	if err != nil {
+		return nil, err
+	}
+	out := []Meta{}
+	var errs []error
+	for _, id := range ids {
+		_, err := fsutil.Lstat(s.Fs, filepath.Join(s.snapDir(id), recordFile))
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("cannot tell the layout of snapshot %s: %w", id, err))
+			continue
+		}
+		m, err := s.readRecord(id)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // incomplete
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, *m)
+	}
+	sortNewestFirst(out)
+	if len(errs) > 0 {
+		return out, fmt.Errorf("cannot read every snapshot in %s: %w", s.Dir, errors.Join(errs...))
+	}
+	return out, nil
 }
 
 // upgrade converts legacy snapshot m. Each linked file that no longer is the installed file has
