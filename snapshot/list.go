@@ -84,6 +84,11 @@ func (s *Store) ids() ([]string, error) {
 // cannot be read is reported in err (wrapping ErrCorrupt), while the slice still holds every
 // readable one.
 func (s *Store) records() ([]Meta, error) {
+	return s.readEach(func(string) (bool, error) { return true, nil })
+}
+
+// readEach is records for the snapshots that want admits; want is asked before a record is read.
+func (s *Store) readEach(want func(id string) (bool, error)) ([]Meta, error) {
 	ids, err := s.ids()
 	if err != nil {
 		return nil, err
@@ -91,15 +96,16 @@ func (s *Store) records() ([]Meta, error) {
 	out := []Meta{}
 	var errs []error
 	for _, id := range ids {
-		m, err := s.readRecord(id)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // incomplete
+		ok, err := want(id)
+		if err == nil && ok {
+			var m *Meta
+			if m, err = s.readRecord(id); err == nil {
+				out = append(out, *m)
+			}
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // not there: incomplete
 			errs = append(errs, err)
-			continue
 		}
-		out = append(out, *m)
 	}
 	sortNewestFirst(out)
 	if len(errs) > 0 {

@@ -41,36 +41,16 @@ func (s *Store) Upgrade() ([]string, error) {
 // alone and never read here: reading every record whole would make a run that changes nothing
 // cost snapshots × files.
 func (s *Store) legacyRecords() ([]Meta, error) {
-	ids, err := s.ids()
-	if err != nil {
-		return nil, err
-	}
-	out := []Meta{}
-	var errs []error
-	for _, id := range ids {
+	return s.readEach(func(id string) (bool, error) {
 		_, err := fsutil.Lstat(s.Fs, filepath.Join(s.snapDir(id), recordFile))
 		if err == nil {
-			continue
+			return false, nil
 		}
-		if !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("cannot tell the layout of snapshot %s: %w", id, err))
-			continue
-		}
-		m, err := s.readRecord(id)
 		if errors.Is(err, os.ErrNotExist) {
-			continue // incomplete
+			return true, nil
 		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, *m)
-	}
-	sortNewestFirst(out)
-	if len(errs) > 0 {
-		return out, fmt.Errorf("cannot read every snapshot in %s: %w", s.Dir, errors.Join(errs...))
-	}
-	return out, nil
+		return false, fmt.Errorf("cannot tell the layout of snapshot %s: %w", id, err)
+	})
 }
 
 // upgrade converts legacy snapshot m. Each linked file that no longer is the installed file has
