@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -33,11 +34,20 @@ type result struct {
 
 func sdupdate(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return runCmd(context.Background(), t, exec.Command(binary, args...))
+}
+
+// runCmd runs cmd as sdupdate is run outside systemd; ctx is the context cmd was made
+// with, and its end is a failure of the test.
+func runCmd(ctx context.Context, t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	cmd.Env = append(os.Environ(), "JOURNAL_STREAM=", "NOTIFY_SOCKET=")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s still running after its deadline (killed)\nstderr:\n%s", strings.Join(cmd.Args, " "), stderr.String())
+	}
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
