@@ -14,6 +14,19 @@ import (
 )
 
 // installV1 brings a fresh in-memory machine to version 1.0.0 with an untracked config file.
+// installedWithAgent is 1.0.0 installed on an in-memory filesystem, its agent unit active and
+// steered by the test through the returned fake.
+func installedWithAgent(t *testing.T) (*site, afero.Fs, *Engine, *fakeAgent) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	cfg := testConfig(s)
+	cfg.Unit = "sd-agent.service"
+	agent := &fakeAgent{active: true}
+	e := newEngine(fsys, cfg, agent)
+	installV1(t, s, fsys, e)
+	return s, fsys, e, agent
+}
+
 func installV1(t *testing.T, s *site, fsys afero.Fs, e *Engine) {
 	t.Helper()
 	if err := afero.WriteFile(fsys, installDir+"/config.cfg", []byte("key=secret\n"), 0o600); err != nil {
@@ -325,13 +338,7 @@ func TestModeOnlyChangeKeepsSnapshotMode(t *testing.T) {
 }
 
 func TestAgentThatDoesNotComeUpIsRolledBack(t *testing.T) {
-	s := newSite(t)
-	fsys := afero.NewMemMapFs()
-	cfg := testConfig(s)
-	cfg.Unit = "sd-agent.service"
-	agent := &fakeAgent{active: true}
-	e := newEngine(fsys, cfg, agent)
-	installV1(t, s, fsys, e)
+	s, fsys, e, agent := installedWithAgent(t)
 	before := tree(t, fsys, installDir)
 	agent.restarts = 0
 	agent.fail = func(n int) error {
@@ -360,13 +367,7 @@ func TestAgentThatDoesNotComeUpIsRolledBack(t *testing.T) {
 }
 
 func TestRollbackThatAlsoFailsNeedsAnOperator(t *testing.T) {
-	s := newSite(t)
-	fsys := afero.NewMemMapFs()
-	cfg := testConfig(s)
-	cfg.Unit = "sd-agent.service"
-	agent := &fakeAgent{active: true}
-	e := newEngine(fsys, cfg, agent)
-	installV1(t, s, fsys, e)
+	s, fsys, e, agent := installedWithAgent(t)
 	before := tree(t, fsys, installDir)
 	agent.fail = func(int) error { return errors.New("job result: failed") }
 	s.publish(t, "1.1.0", v2)

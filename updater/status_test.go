@@ -107,13 +107,7 @@ func TestStatusAfterUpdateNamesPreviousAndLastRun(t *testing.T) {
 }
 
 func TestStatusOfAnUpdateThatWasRolledBack(t *testing.T) {
-	s := newSite(t)
-	fsys := afero.NewMemMapFs()
-	cfg := testConfig(s)
-	cfg.Unit = "sd-agent.service"
-	agent := &fakeAgent{active: true}
-	e := newEngine(fsys, cfg, agent)
-	installV1(t, s, fsys, e)
+	s, _, e, agent := installedWithAgent(t)
 	updateThatDoesNotComeUp(t, s, e, agent)
 	st, _ := e.Status(context.Background())
 	lr := st.LastRun
