@@ -121,6 +121,10 @@ func WriteFileAtomicVia(fsys afero.Fs, path, tempBase string, data []byte, perm 
 		f.Close()
 		return fmt.Errorf("cannot write %s: %w", tmp, err)
 	}
+	if err := chmodOpen(fsys, f, tmp, perm); err != nil {
+		f.Close()
+		return err
+	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot sync %s: %w", tmp, err)
@@ -128,14 +132,28 @@ func WriteFileAtomicVia(fsys afero.Fs, path, tempBase string, data []byte, perm 
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("cannot close %s: %w", tmp, err)
 	}
-	if err := fsys.Chmod(tmp, perm); err != nil {
-		return fmt.Errorf("cannot set mode of %s: %w", tmp, err)
-	}
 	if err := fsys.Rename(tmp, path); err != nil {
 		return fmt.Errorf("cannot rename %s to %s: %w", tmp, path, err)
 	}
 	committed = true
 	return SyncDir(fsys, dir)
+}
+
+// chmodOpen sets the mode of the file just created as f (umask narrowed it) through the open
+// file itself: the directory may be writable by another user (a node_exporter textfile
+// directory), who could swap the name for a symlink between the close and a chmod by path, and
+// root's chmod would follow it. Only a file without fchmod (the in-memory one) is set by path.
+func chmodOpen(fsys afero.Fs, f afero.File, name string, perm os.FileMode) error {
+	var err error
+	if fc, ok := f.(interface{ Chmod(os.FileMode) error }); ok {
+		err = fc.Chmod(perm)
+	} else {
+		err = fsys.Chmod(name, perm)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", name, err)
+	}
+	return nil
 }
 
 // LinkOrCopy makes dst hold src's content: a hard link where the filesystem has them (free, and

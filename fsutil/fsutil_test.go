@@ -2,8 +2,10 @@ package fsutil
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/afero"
@@ -94,5 +96,30 @@ func TestCheckPathRefusesSymlinks(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrUnsafePath) {
 			t.Errorf("CheckPath(%q) error %v does not wrap ErrUnsafePath", c.name, err)
 		}
+	}
+}
+
+// noPathChmod is the real filesystem with chmod by path refused: in a directory another user may
+// write, a chmod by path after the close can be sent through a symlink swapped in for the name.
+type noPathChmod struct{ afero.Fs }
+
+func (noPathChmod) Chmod(name string, _ os.FileMode) error {
+	return fmt.Errorf("chmod by path of %s", name)
+}
+
+func TestWriteFileAtomicSetsTheModeThroughTheOpenFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sdupdate.prom")
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	if err := WriteFileAtomicVia(noPathChmod{afero.NewOsFs()}, path, "sdupdate.prom.tmp", []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644 despite umask 077", fi.Mode().Perm())
 	}
 }
