@@ -10,6 +10,7 @@
 //	├── lock                        flock held by the running command; holds its pid
 //	├── txn.json                    the journal of the run in progress (absent when none)
 //	├── installed.json              the manifest of the installed version (absent before the first update)
+//	├── installed.version           which version installed.json's exact bytes are (see installed.go)
 //	├── last-run.json               the outcome of the last update, rollback or recovery; run totals
 //	├── last-check.json             the version `check` last saw offered (metrics)
 //	├── staging/<run-id>/NNNNN      verified downloads waiting to be renamed into place

@@ -296,16 +296,13 @@ var errInstalledDamaged = errors.New("installed manifest damaged")
 
 // installedManifest is the manifest recorded by the last successful update, or nil before it.
 func (e *Engine) installedManifest(l *layout) (*manifest.Manifest, []byte, error) {
-	data, err := fsutil.ReadRegularFile(e.Fs, l.installed)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil, nil
-	}
+	data, err := e.readInstalledRaw(l)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot read installed manifest %s: %w", l.installed, err)
+		return nil, nil, err
 	}
-	m, err := manifest.ParseRecorded(data)
+	m, err := e.parseInstalled(l, data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("installed manifest %s is damaged (run `sdupdate update --repair` or restore a snapshot): %w: %w", l.installed, errInstalledDamaged, err)
+		return nil, nil, err
 	}
 	return m, data, nil
 }

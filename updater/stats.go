@@ -65,8 +65,8 @@ func (e *Engine) writeMetrics(l *layout) {
 // metricsState gathers what sdupdate.prom reports from the state directory as it is now.
 func (e *Engine) metricsState(l *layout) metrics.State {
 	s := metrics.State{SdupdateVersion: e.SelfVersion, Unit: e.Config.Unit}
-	if m, _, err := e.installedManifest(l); err == nil {
-		s.Version = versionOf(m)
+	if v, err := e.installedVersion(l); err == nil {
+		s.Version = v
 	} else {
 		e.Log.WithError(err).Warn("metrics: installed version unknown")
 	}

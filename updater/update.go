@@ -105,17 +105,26 @@ func (e *Engine) startUpdate(opts UpdateOptions) (*updateRun, error) {
 	runID := e.runID()
 	e.index = nil
 	u := &updateRun{opts: opts, l: l, log: e.runLog(runID), started: e.now()}
-	u.installed, u.installedRaw, err = e.installedManifest(l)
-	if errors.Is(err, errInstalledDamaged) && opts.Repair {
-		// What was installed is unknown, as before the first update: every file is checked
-		// against the new manifest by its hash, and installed.json is written anew.
-		e.Log.WithError(err).Warn("rebuilding the installed manifest (--repair): the installed version counts as unknown")
-		u.installed, u.installedRaw, err = nil, nil, nil
+	var from string
+	if opts.Repair {
+		// A repair checks every file against the manifest: installed.json is read whole.
+		u.installed, u.installedRaw, err = e.installedManifest(l)
+		if errors.Is(err, errInstalledDamaged) {
+			// What was installed is unknown, as before the first update: every file is checked
+			// against the new manifest by its hash, and installed.json is written anew.
+			e.Log.WithError(err).Warn("rebuilding the installed manifest (--repair): the installed version counts as unknown")
+			u.installed, u.installedRaw, err = nil, nil, nil
+		}
+		from = versionOf(u.installed)
+	} else {
+		// Its version is enough until the run goes past "already up to date". A dry run may
+		// run beside an update that holds the lock: it leaves the version record alone.
+		from, err = e.readInstalled(u, !opts.DryRun)
 	}
 	if err != nil {
 		return nil, err
 	}
-	u.res = &Result{RunID: runID, From: versionOf(u.installed)}
+	u.res = &Result{RunID: runID, From: from}
 	return u, nil
 }
 
@@ -149,6 +158,10 @@ func (e *Engine) checkUpdate(ctx context.Context, u *updateRun) (finished bool, 
 		return false, failIn(logging.PhaseCheck, fmt.Errorf("refusing to downgrade from %s to %s: the server offers an older version (a replayed manifest?); use --allow-downgrade if you mean it", from, to))
 	case cmp < 0:
 		log.Warnf("downgrading from %s to %s (--allow-downgrade)", from, to)
+	}
+	// Past "already up to date", the plan needs the installed manifest whole.
+	if err := e.needInstalled(u); err != nil {
+		return false, failIn(logging.PhaseCheck, err)
 	}
 	var idx *statindex.Index
 	if !u.opts.Repair {
@@ -316,6 +329,7 @@ func (e *Engine) applyFiles(u *updateRun) error {
 	}
 	e.recordApplied(u.l, u.res.Plan, u.rec.NewManifest)
 	e.saveIndex(u.l, u.res.Plan.Index)
+	e.recordVersion(u.l, u.res.Plan.To, u.rec.NewManifest)
 	e.index = u.res.Plan.Index
 	return e.journal(u.l).setPhase(u.rec, PhaseApplied)
 }
