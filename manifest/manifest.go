@@ -86,7 +86,7 @@ func Parse(data []byte) (*Manifest, error) {
 func ParseRecorded(data []byte) (*Manifest, error) {
 	// A full syntax check first: it refuses trailing data, and the walk below relies on it.
 	// Only a refused document is decoded again, for the offset of its syntax error.
-	if !json.Valid(data) {
+	if !validJSON(data) {
 		var whole json.RawMessage
 		err := json.Unmarshal(data, &whole)
 		var syntax *json.SyntaxError
@@ -337,22 +337,36 @@ func hexProblem(s string, n int, anyCase bool) string {
 	if len(s) != n {
 		return fmt.Sprintf("must be %d hex digits, got %d characters", n, len(s))
 	}
-	upper := false
+	var class byte
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
-		case c >= 'A' && c <= 'F':
-			upper = true
-		default:
+		c := hexClass[s[i]]
+		if c == 0 {
 			return fmt.Sprintf("must be %d hex digits, got %q", n, truncate(s))
 		}
+		class |= c
 	}
-	if upper && !anyCase {
+	if class&hexUpper != 0 && !anyCase {
 		return fmt.Sprintf("must be lowercase hex, got %q", s)
 	}
 	return ""
 }
+
+const (
+	hexLower = 1 // 0-9, a-f
+	hexUpper = 2 // A-F
+)
+
+// hexClass is hexLower or hexUpper for a hex digit, 0 for any other byte: a manifest has two
+// digests per entry, and a lookup per byte is what checking them costs.
+var hexClass = func() (t [256]byte) {
+	for _, c := range "0123456789abcdef" {
+		t[c] = hexLower
+	}
+	for _, c := range "ABCDEF" {
+		t[c] = hexUpper
+	}
+	return t
+}()
 
 // truncate keeps error messages readable when a value is huge.
 func truncate(s string) string {

@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// The parser reads the manifest in two passes: json.Valid checks the syntax of the whole
+// The parser reads the manifest in two passes: validJSON checks the syntax of the whole
 // document without allocating, then the helpers below walk the bytes, which are known to be
 // valid JSON, keeping slices of the values of known keys. This replaces a RawMessage per value
 // and a json.Decoder per object, which cost most of the time of a large manifest.
