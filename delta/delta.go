@@ -26,7 +26,6 @@
 package delta
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -256,20 +255,25 @@ func LoadBase(r io.Reader, want Want) ([]byte, error) {
 // DecompressBounded decodes a zstd stream whose content is not known in advance but may be at
 // most limit bytes (a compressed manifest, before its signature can be checked). More output
 // than limit, or a frame claiming a window larger than such output needs, wraps ErrBadSource.
+//
+// It decodes in one call, not through a stream reader, which allocates a whole window up front:
+// the output is sized from the frame header's content size (one past limit is refused before
+// any block is decoded, and no more is allocated than the rest of the input can decode to), or
+// grows as it is decoded when the frame gives none, to limit at most either way.
 func DecompressBounded(src []byte, limit int64) ([]byte, error) {
 	window := max(min(WindowFor(limit, 0), DefaultMaxWindow), zstd.MinWindowSize)
-	dec, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(window), zstd.WithDecoderMaxMemory(window))
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(window), zstd.WithDecoderMaxMemory(uint64(max(limit, 1))))
 	if err != nil {
 		return nil, fmt.Errorf("cannot set up zstd decoder: %w", err)
 	}
 	defer dec.Close()
-	out, err := io.ReadAll(io.LimitReader(dec, limit+1))
+	out, err := dec.DecodeAll(src, nil)
 	switch {
+	case errors.Is(err, zstd.ErrDecoderSizeExceeded) || err == nil && int64(len(out)) > limit:
+		return nil, badSource("decodes to more than %d bytes", limit)
 	case err != nil:
 		return nil, badSource("does not decode: %v", err)
-	case int64(len(out)) > limit:
-		return nil, badSource("decodes to more than %d bytes", limit)
 	}
 	return out, nil
 }
