@@ -173,12 +173,7 @@ func (m *Manifest) parseFiles(top *object) error {
 	var firstName string
 	var total int64 // every later sum (download size, free space, progress) fits once this does
 	obj := object{keys: fileKeys}
-	_, err := eachElement(rawFiles, func(raw []byte) error {
-		i := len(m.Files)
-		f, kind, err := parseFile(&obj, raw, i)
-		if err != nil {
-			return err
-		}
+	add := func(f File, kind string) error {
 		if firstKind == "" {
 			firstKind, firstName = kind, f.Name
 		} else if kind != firstKind {
@@ -192,9 +187,16 @@ func (m *Manifest) parseFiles(top *object) error {
 			return fmt.Errorf("manifest: file %q: the sizes of the files up to this one add up to more than %d bytes; no install can be that large", f.Name, int64(math.MaxInt64))
 		}
 		total += max(f.Size, 0)
-		m.index[f.Name] = i
+		m.index[f.Name] = len(m.Files)
 		m.Files = append(m.Files, f)
 		return nil
+	}
+	_, err := eachElement(rawFiles, func(rest []byte) (int, error) {
+		f, kind, n, err := parseFile(&obj, rest, len(m.Files))
+		if err == nil {
+			err = add(f, kind)
+		}
+		return n, err
 	})
 	if err != nil {
 		return err
@@ -206,19 +208,21 @@ func (m *Manifest) parseFiles(top *object) error {
 // fileKeys are the keys of a file entry.
 var fileKeys = []string{"name", "sha256", "md5", "size", "mode", "object", "deltas"}
 
-// parseFile validates entry i (0-based) and says whether it is a "sha256" or an "md5" entry.
-// obj is reused from entry to entry.
-func parseFile(obj *object, raw []byte, i int) (File, string, error) {
+// parseFile validates entry i (0-based), which rest starts with, and says whether it is a
+// "sha256" or an "md5" entry and how many bytes of rest it takes. obj is reused from entry to
+// entry.
+func parseFile(obj *object, rest []byte, i int) (File, string, int, error) {
 	obj.vals = [8][]byte{}
-	if err := obj.decode(raw); err != nil {
-		return File{}, "", fmt.Errorf("manifest: file #%d: %w", i+1, err)
+	n, err := obj.decode(rest)
+	if err != nil {
+		return File{}, "", 0, fmt.Errorf("manifest: file #%d: %w", i+1, err)
 	}
 	name, err := stringField(obj, "name", true)
 	if err != nil {
-		return File{}, "", fmt.Errorf("manifest: file #%d: %w", i+1, err)
+		return File{}, "", 0, fmt.Errorf("manifest: file #%d: %w", i+1, err)
 	}
 	if reason := nameProblem(name); reason != "" {
-		return File{}, "", fmt.Errorf("manifest: file %q: name %s", name, reason)
+		return File{}, "", 0, fmt.Errorf("manifest: file %q: name %s", name, reason)
 	}
 	f := File{Name: name, Size: -1}
 	kind, err := parseDigest(obj, &f)
@@ -232,9 +236,9 @@ func parseFile(obj *object, raw []byte, i int) (File, string, error) {
 		err = parseSources(obj, &f, kind)
 	}
 	if err != nil {
-		return File{}, "", fmt.Errorf("manifest: file %q: %w", name, err)
+		return File{}, "", 0, fmt.Errorf("manifest: file %q: %w", name, err)
 	}
-	return f, kind, nil
+	return f, kind, n, nil
 }
 
 // parseDigest sets f's sha256 (or, in a legacy entry, its md5) and says which kind it is.
@@ -309,7 +313,7 @@ func parseFileMode(obj *object, f *File) error {
 
 // parseMode reads "0644" or "644" and refuses anything beyond the permission bits.
 func parseMode(s string) (os.FileMode, error) {
-	if len(s) < 3 || len(s) > 4 || strings.Trim(s, "01234567") != "" {
+	if len(s) < 3 || len(s) > 4 || !octal(s) {
 		return 0, fmt.Errorf("mode %q must be 3 or 4 octal digits such as \"0644\"", truncate(s))
 	}
 	v, _ := strconv.ParseUint(s, 8, 32) // cannot fail: at most 4 octal digits
@@ -330,6 +334,15 @@ func parseMode(s string) (os.FileMode, error) {
 		return 0, fmt.Errorf("mode %q has the %s %s set; only permission bits (0000-0777) are allowed", s, strings.Join(bits, " and "), noun)
 	}
 	return os.FileMode(v), nil
+}
+
+func octal(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '7' {
+			return false
+		}
+	}
+	return true
 }
 
 // hexProblem returns why s is not n hex digits (lowercase unless anyCase), or "".

@@ -68,11 +68,15 @@ func nameProblem(name string) string {
 	return ""
 }
 
-// pathProblem returns why name is not a relative slash path that stays below the directory it is
-// joined to, or "" when it is one.
-func pathProblem(name string) string {
-	if name == "" {
-		return "is empty"
+// charProblem returns why name holds a character no name may, or "".
+func charProblem(name string) string {
+	// Nearly every name is printable ASCII: one pass over its bytes says so.
+	plain := true
+	for i := 0; i < len(name) && plain; i++ {
+		plain = name[i] >= 0x20 && name[i] < 0x7f && name[i] != '\\'
+	}
+	if plain {
+		return ""
 	}
 	if !utf8.ValidString(name) {
 		return "is not valid UTF-8"
@@ -84,6 +88,18 @@ func pathProblem(name string) string {
 	}
 	if strings.ContainsRune(name, '\\') {
 		return "contains a backslash"
+	}
+	return ""
+}
+
+// pathProblem returns why name is not a relative slash path that stays below the directory it is
+// joined to, or "" when it is one.
+func pathProblem(name string) string {
+	if name == "" {
+		return "is empty"
+	}
+	if reason := charProblem(name); reason != "" {
+		return reason
 	}
 	if strings.HasPrefix(name, "/") {
 		return "is absolute"

@@ -32,15 +32,17 @@ func (o *object) get(key string) ([]byte, bool) {
 // only. Keys match exactly; a known key given twice is an error, even when one of them is null.
 func decodeObject(raw []byte, known ...string) (*object, error) {
 	o := &object{keys: known}
-	if err := o.decode(raw); err != nil {
+	if _, err := o.decode(raw); err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
-func (o *object) decode(raw []byte) error {
+// decode reads the JSON object that raw starts with (valid JSON; more may follow it) into o and
+// returns the index just past the object.
+func (o *object) decode(raw []byte) (int, error) {
 	if len(raw) == 0 || raw[0] != '{' {
-		return errors.New("must be a JSON object")
+		return 0, errors.New("must be a JSON object")
 	}
 	var seen uint8
 	i := skipSpace(raw, 1)
@@ -52,7 +54,7 @@ func (o *object) decode(raw []byte) error {
 		vend := skipValue(raw, i)
 		if k := o.index(key); k >= 0 {
 			if seen&(1<<k) != 0 {
-				return fmt.Errorf("key %q is given twice", o.keys[k])
+				return 0, fmt.Errorf("key %q is given twice", o.keys[k])
 			}
 			seen |= 1 << k
 			if v := raw[i:vend]; string(v) != "null" {
@@ -64,7 +66,7 @@ func (o *object) decode(raw []byte) error {
 			i = skipSpace(raw, i+1)
 		}
 	}
-	return nil
+	return i + 1, nil
 }
 
 // index is the position of the quoted JSON key among o.keys, or -1.
@@ -94,19 +96,20 @@ func (o *object) index(quoted []byte) int {
 	return -1
 }
 
-// eachElement calls fn with every element of the JSON array raw (valid JSON) in order and
-// stops at the first error; it reports false if raw is not an array.
-func eachElement(raw []byte, fn func(elem []byte) error) (bool, error) {
+// eachElement calls fn with every element of the JSON array raw (valid JSON) in order, as the
+// rest of the array from that element on: fn returns the element's length, so an element it
+// decodes is walked once. It stops at the first error; it reports false if raw is not an array.
+func eachElement(raw []byte, fn func(rest []byte) (int, error)) (bool, error) {
 	if len(raw) == 0 || raw[0] != '[' {
 		return false, nil
 	}
 	i := skipSpace(raw, 1)
 	for raw[i] != ']' {
-		end := skipValue(raw, i)
-		if err := fn(raw[i:end]); err != nil {
+		n, err := fn(raw[i:])
+		if err != nil {
 			return true, err
 		}
-		i = skipSpace(raw, end)
+		i = skipSpace(raw, i+n)
 		if raw[i] == ',' {
 			i = skipSpace(raw, i+1)
 		}
@@ -114,10 +117,13 @@ func eachElement(raw []byte, fn func(elem []byte) error) (bool, error) {
 	return true, nil
 }
 
+// element is the element rest starts with, for an eachElement fn that does not decode it.
+func element(rest []byte) []byte { return rest[:skipValue(rest, 0)] }
+
 // countElements is the number of elements of the JSON array raw (valid JSON), or -1.
 func countElements(raw []byte) int {
 	n := 0
-	if ok, _ := eachElement(raw, func([]byte) error { n++; return nil }); !ok {
+	if ok, _ := eachElement(raw, func(rest []byte) (int, error) { n++; return len(element(rest)), nil }); !ok {
 		return -1
 	}
 	return n

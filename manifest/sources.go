@@ -57,21 +57,21 @@ func parseSources(obj *object, f *File, kind string) error {
 		return fmt.Errorf("lists %d deltas, more than the limit of %d", n, MaxDeltas)
 	}
 	seen := map[string]bool{}
-	_, err := eachElement(rawDeltas, func(raw []byte) error {
-		i := len(f.Deltas)
+	_, err := eachElement(rawDeltas, func(rest []byte) (int, error) {
+		i, raw := len(f.Deltas), element(rest)
 		d, err := parseSource(raw, fmt.Sprintf("delta #%d", i+1), f.Size, true)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		switch {
 		case d.From == f.SHA256:
-			return fmt.Errorf("delta #%d is from the file's own content", i+1)
+			return 0, fmt.Errorf("delta #%d is from the file's own content", i+1)
 		case seen[d.From]:
-			return fmt.Errorf("delta #%d: from_sha256 %s is listed twice", i+1, d.From)
+			return 0, fmt.Errorf("delta #%d: from_sha256 %s is listed twice", i+1, d.From)
 		}
 		seen[d.From] = true
 		f.Deltas = append(f.Deltas, d)
-		return nil
+		return len(raw), nil
 	})
 	return err
 }
