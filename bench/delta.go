@@ -17,7 +17,7 @@ type deltaSite struct {
 	conf1, conf2 string
 	changedBytes int64
 	manifest2    string // URL of 1.0.1's manifest
-	overhead     int64  // bytes of 1.0.1's manifest and its signature
+	overhead     int64  // bytes of 1.0.1's compressed manifest and its signature
 	atV2         bool
 }
 
@@ -49,7 +49,8 @@ func (b *bench) newDeltaSite(name string, total int64, seed uint64) (*deltaSite,
 	if d.manifest2, err = b.pub.release(name, "1.0.1", d.b2); err != nil {
 		return nil, err
 	}
-	for _, ext := range []string{"", ".minisig"} {
+	// A signed update fetches the compressed manifest, and the plain one only if that fails.
+	for _, ext := range []string{".zst", ".minisig"} {
 		fi, err := os.Stat(filepath.Join(b.pub.site, name, "1.0.1.json"+ext))
 		if err != nil {
 			return nil, err

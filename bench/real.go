@@ -209,11 +209,6 @@ func (b *bench) newRealRelease(name, oldTree, newTree string) (*realRelease, err
 		if *v.url, err = b.pub.release(name, v.version, v.tree); err != nil {
 			return nil, err
 		}
-		// The compressed manifest goes beside the one it compresses, as a site serves it.
-		dir := filepath.Join(b.pub.site, name)
-		if err := os.Rename(filepath.Join(dir, "manifest.json.zst"), filepath.Join(dir, v.version+".json.zst")); err != nil {
-			return nil, err
-		}
 	}
 	raw, err := os.ReadFile(filepath.Join(b.pub.site, name, "1.0.1.json"))
 	if err != nil {

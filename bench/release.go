@@ -99,7 +99,9 @@ type publisher struct {
 }
 
 // release publishes build as version into site/<name>/ and returns the URL of its manifest,
-// <name>/<version>.json, so several versions of one site can be offered side by side.
+// <name>/<version>.json, so several versions of one site can be offered side by side. Its
+// signature and compressed copy go beside it (<version>.json.minisig, .zst), as a site serves
+// what `release` wrote.
 func (p *publisher) release(name, version, build string) (string, error) {
 	out := filepath.Join(p.site, name)
 	cmd := exec.Command(p.bin, "release", "--from", build, "--version", version, "--out", out,
@@ -107,7 +109,7 @@ func (p *publisher) release(name, version, build string) (string, error) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("cannot release %s %s: %v: %s", name, version, err, b)
 	}
-	for _, ext := range []string{"", ".minisig"} {
+	for _, ext := range []string{"", ".minisig", ".zst"} {
 		if err := os.Rename(filepath.Join(out, "manifest.json"+ext), filepath.Join(out, version+".json"+ext)); err != nil {
 			return "", err
 		}
