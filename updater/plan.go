@@ -221,11 +221,11 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 			p.Leaving = append(p.Leaving, f.Name)
 		}
 	}
-	if err := e.planRemoves(l, p, next, installed, idx); err != nil {
+	if err := e.planRemoves(l, p, next, installed, idx, onHand); err != nil {
 		return nil, err
 	}
 	p.Resolved = &resolved
-	e.chooseSources(l, p, onHand, installed)
+	e.chooseSources(l, p, onHand)
 	return p, nil
 }
 
@@ -280,8 +280,10 @@ func (e *Engine) matchInstalled(p *Plan, c *Change, r *manifest.File, target str
 
 // planRemoves adds to p the files installed lists, next does not, and that are there: they are
 // removed, and so looked at (only these, of the files not in next: trusted from idx, else
-// hashed) because their content enters the snapshot store. They are not in the new index.
-func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manifest, idx *statindex.Index) error {
+// hashed) because their content enters the snapshot store. They are not in the new index. Their
+// content is offered in onHand: a file that moved (libdns-1.0.so to libdns-1.1.so) has its
+// delta from the old name's.
+func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manifest, idx *statindex.Index, onHand localContent) error {
 	if installed == nil {
 		return nil
 	}
@@ -303,30 +305,21 @@ func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manif
 		}
 		p.Removes = append(p.Removes, f.Name)
 		p.Installed = append(p.Installed, have.snapshotEntry(f.Name))
+		if _, known := onHand[have.sha256]; !known {
+			onHand[have.sha256] = baseFile{name: f.Name, size: have.size}
+		}
 		p.Leaving = append(p.Leaving, f.Name)
 	}
 	sort.Strings(p.Removes)
 	return nil
 }
 
-// chooseSources gives every fetched change its sources. Bases are the installed files hashed
-// by the plan and, for a file that moved, the installed manifest's other entries (whose content
-// is checked again when read, like every base).
-func (e *Engine) chooseSources(l *layout, p *Plan, onHand localContent, installed *manifest.Manifest) {
-	if installed != nil && !installed.Legacy {
-		for _, f := range installed.Files {
-			if _, known := onHand[f.SHA256]; known {
-				continue
-			}
-			if exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name); err != nil || !exists {
-				continue
-			}
-			// The size is the file's, not the state file's: it bounds what reading the base takes.
-			if fi, err := e.Fs.Stat(filepath.Join(l.install, filepath.FromSlash(f.Name))); err == nil && fi.Mode().IsRegular() {
-				onHand[f.SHA256] = baseFile{name: f.Name, size: fi.Size()}
-			}
-		}
-	}
+// chooseSources gives every fetched change its sources. Bases are the installed files the plan
+// looked at (those of the new manifest and those it removes: each one's content as it is now,
+// not as a state file says) and then the snapshot stores' objects; every base is checked again
+// when read.
+func (e *Engine) chooseSources(l *layout, p *Plan, onHand localContent) {
+	e.storedBases(l, p, onHand)
 	for i := range p.Changes {
 		if c := &p.Changes[i]; !c.Local {
 			c.Sources = sourcesFor(c.File, onHand, e.Config.MaxDeltaFileSize)

@@ -13,6 +13,7 @@ import (
 	"github.com/sdupdate/sdupdate/fetch"
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/manifest"
+	"github.com/sdupdate/sdupdate/snapshot"
 )
 
 // SourceKind says in which form a file's content is fetched.
@@ -31,9 +32,20 @@ type Source struct {
 	URL  string     // relative to the file base URL, like a name
 	Want delta.Want // the fetched bytes; for SourceFile the file's own (Size -1: legacy, unknown)
 	// A delta's base: the name (below the install directory) of a file that held the content
-	// From when the plan was made; it is checked again when read.
-	BaseName string
-	BaseWant delta.Want
+	// From when the plan was made, or (BaseStore set) that store's object of that content; it
+	// is checked again when read.
+	BaseName  string
+	BaseStore *snapshot.Store
+	BaseWant  delta.Want
+}
+
+// String is how the plan names the source: its kind, and for a delta whose base is not an
+// installed file, where the base is.
+func (s Source) String() string {
+	if s.Kind == SourceDelta && s.BaseStore != nil {
+		return "delta from a snapshot"
+	}
+	return string(s.Kind)
 }
 
 // bigDecode is the size (output plus base) above which decodes take turns: with Parallel
@@ -44,8 +56,9 @@ const bigDecode = 16 << 20
 type localContent map[string]baseFile
 
 type baseFile struct {
-	name string // below the install directory
-	size int64
+	name  string          // below the install directory
+	store *snapshot.Store // or, when set, this store's object of the content
+	size  int64
 }
 
 // sourcesFor lists the sources of f, cheapest first; the file itself is always last. A delta is
@@ -70,7 +83,7 @@ func sourcesFor(f manifest.File, have localContent, maxDelta int64) []Source {
 			continue
 		}
 		deltas = append(deltas, Source{Kind: SourceDelta, URL: d.URL, Want: delta.Want{SHA256: d.SHA256, Size: d.Size},
-			BaseName: base.name, BaseWant: delta.Want{SHA256: d.From, Size: base.size}})
+			BaseName: base.name, BaseStore: base.store, BaseWant: delta.Want{SHA256: d.From, Size: base.size}})
 	}
 	sort.SliceStable(deltas, func(i, j int) bool { return deltas[i].Want.Size < deltas[j].Want.Size })
 	return append(deltas, list...)
@@ -148,9 +161,21 @@ func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *C
 	return verified{sha256: w.SHA256(), size: w.Size()}, nil
 }
 
-// readBase reads a delta's base, only reading: the file is opened read-only and must still be
-// the content the delta was made from.
+// readBase reads a delta's base, only reading: the installed file or the snapshot object is
+// opened read-only and must still be the content the delta was made from.
 func (e *Engine) readBase(l *layout, src Source) ([]byte, error) {
+	if src.BaseStore != nil {
+		f, _, err := src.BaseStore.OpenObject(src.BaseWant.SHA256)
+		if err != nil {
+			return nil, &badSourceError{fmt.Errorf("delta base in the snapshot store: %w", err)}
+		}
+		defer f.Close()
+		b, err := delta.LoadBase(f, src.BaseWant)
+		if err != nil {
+			return nil, &badSourceError{fmt.Errorf("snapshot object %s: %w", f.Name(), err)}
+		}
+		return b, nil
+	}
 	if _, err := fsutil.CheckPath(e.Fs, l.install, src.BaseName); err != nil {
 		return nil, &badSourceError{fmt.Errorf("delta base %s: %w", src.BaseName, err)}
 	}
@@ -165,4 +190,35 @@ func (e *Engine) readBase(l *layout, src Source) ([]byte, error) {
 		return nil, &badSourceError{fmt.Errorf("%s: %w", p, err)}
 	}
 	return b, nil
+}
+
+// storedBases offers, for each delta of p whose base is not installed, the content of that
+// base when a snapshot store holds it: content that left the install (an update replaced or
+// removed it, or a rollback put other content back) is often what a newer release's delta
+// starts from. Each store is one this engine trusts (see snapshotDirs); the object is checked
+// when read, like every base.
+func (e *Engine) storedBases(l *layout, p *Plan, onHand localContent) {
+	var stores []*snapshot.Store
+	for i := range p.Changes {
+		c := &p.Changes[i]
+		if c.Local || c.File.Size > e.Config.MaxDeltaFileSize {
+			continue
+		}
+		for _, d := range c.File.Deltas {
+			if _, known := onHand[d.From]; known {
+				continue
+			}
+			if stores == nil {
+				for _, dir := range e.snapshotDirs(l) {
+					stores = append(stores, e.storeAt(l, dir))
+				}
+			}
+			for _, st := range stores {
+				if size, ok := st.ObjectSize(d.From); ok {
+					onHand[d.From] = baseFile{store: st, size: size}
+					break
+				}
+			}
+		}
+	}
 }

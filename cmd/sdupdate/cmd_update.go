@@ -84,9 +84,10 @@ func printPlan(w io.Writer, p *updater.Plan) {
 		if c.File.Size >= 0 {
 			size = human.Bytes(c.File.Size)
 		}
-		// What it costs and in which form: the file, its compressed object or a delta.
+		// What it costs and in which form: the file, its compressed object or a delta (from an
+		// installed file or a snapshot).
 		if !c.Local && len(c.Sources) > 0 && c.File.Size >= 0 {
-			size += fmt.Sprintf(", fetch %s as %s", human.Bytes(c.Cost()), c.Sources[0].Kind)
+			size += fmt.Sprintf(", fetch %s as %s", human.Bytes(c.Cost()), c.Sources[0])
 		}
 		fmt.Fprintf(w, "  %-6s %s %s %s\n", kind, human.Name(c.File.Name), c.Mode, size)
 	}
