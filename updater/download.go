@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -77,8 +78,10 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	// Each job writes only its own entry; they are read after every job is done.
 	got := make([]verified, len(p.Changes))
 	turns := make(chan struct{}, 1) // large decodes take turns (see bigDecode)
+	order := costliestFirst(p.Changes)
 	e.notify(fmt.Sprintf("downloading 0/%d files", len(p.Changes)))
-	err := runParallel(ctx, max(e.Config.Parallel, 1), len(p.Changes), func(ctx context.Context, i int) error {
+	err := runParallel(ctx, max(e.Config.Parallel, 1), len(p.Changes), func(ctx context.Context, j int) error {
+		i := order[j]
 		v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], progress, turns)
 		got[i] = v
 		return err
@@ -92,6 +95,18 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 		return nil, &localError{err}
 	}
 	return got, nil
+}
+
+// costliestFirst is the order in which to fetch changes: the most bytes first. The longest
+// transfer then runs beside all the others, and the link stays busy while the workers open, decode
+// and fsync the small files, instead of carrying that one transfer alone at the end.
+func costliestFirst(changes []Change) []int {
+	order := make([]int, len(changes))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return changes[order[a]].Cost() > changes[order[b]].Cost() })
+	return order
 }
 
 // runParallel runs job for each of 0..n-1 on workers goroutines. The first error cancels the
