@@ -9,6 +9,7 @@
 //	StateDirectory/                 (0700)
 //	├── lock                        flock held by the running command; holds its pid
 //	├── txn.json                    the journal of the run in progress (absent when none)
+//	├── txn-part-<sha256>           its large fields (manifests, ops), written once each (txnparts.go)
 //	├── installed.json              the manifest of the installed version (absent before the first update)
 //	├── installed.version           which version installed.json's exact bytes are (see installed.go)
 //	├── last-run.json               the outcome of the last update, rollback or recovery; run totals

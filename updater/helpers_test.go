@@ -262,7 +262,7 @@ func equalTrees(t *testing.T, got, wantTree map[string]string) {
 	}
 }
 
-// noLeftovers asserts that a finished run left no journal and no staged file.
+// noLeftovers asserts that a finished run left no journal (nor any of its parts) and no staged file.
 func noLeftovers(t *testing.T, fsys afero.Fs) {
 	t.Helper()
 	if ok, _ := afero.Exists(fsys, filepath.Join(stateDir, "txn.json")); ok {
@@ -271,6 +271,12 @@ func noLeftovers(t *testing.T, fsys afero.Fs) {
 	entries, _ := afero.ReadDir(fsys, filepath.Join(stateDir, "staging"))
 	if len(entries) > 0 {
 		t.Errorf("staging not empty: %d entries", len(entries))
+	}
+	state, _ := afero.ReadDir(fsys, stateDir)
+	for _, e := range state {
+		if isPartName(e.Name()) {
+			t.Errorf("journal part %s left behind", e.Name())
+		}
 	}
 }
 

@@ -2,7 +2,9 @@ package updater
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/sirupsen/logrus"
@@ -98,10 +100,13 @@ func (e *Engine) cleanupStale(l *layout, keep *Record) {
 	// install from a file of the same name that is not ours.
 	e.removeStaleProbes(l)
 	// Temp files of an atomic write (journal, installed.json, last-run.json) that a crash cut
-	// short: StateDirectory holds nothing else of that name, and the lock is held.
+	// short: StateDirectory holds nothing else of that name, and the lock is held. Parts of a
+	// journal go only when no journal is left to name them.
+	_, jerr := fsutil.Lstat(e.Fs, l.txn)
+	noJournal := errors.Is(jerr, os.ErrNotExist)
 	if names, err := readDirNames(e, l.state); err == nil {
 		for _, n := range names {
-			if fsutil.IsTempName(n) {
+			if fsutil.IsTempName(n) || (noJournal && isPartName(n)) {
 				if err := e.Fs.Remove(filepath.Join(l.state, n)); err != nil {
 					e.Log.WithError(err).Warnf("cannot remove stale temp file %s", filepath.Join(l.state, n))
 				}

@@ -72,9 +72,19 @@ type Record struct {
 	// ModifiedLocally names the files the restore left as they were: changed in place since
 	// the snapshot, their recorded content nowhere.
 	ModifiedLocally []string `json:"modified_locally,omitempty"`
+	// Parts names the files holding OldManifest, NewManifest and Ops on disk (format 2; see
+	// txnparts.go). In memory those fields hold the content.
+	Parts *Parts     `json:"parts,omitempty"`
+	saved savedParts // what the journal on disk holds of the large fields
 }
 
-const recordFormat = 1
+// Journal formats: 1 held every field in txn.json, so each phase change rewrote both manifests
+// (sdupdate up to this change wrote it; it is still read); 2 keeps the large fields in parts
+// written once.
+const (
+	recordFormatInline = 1
+	recordFormat       = 2
+)
 
 type journal struct {
 	fs   afero.Fs
@@ -93,8 +103,17 @@ func (j journal) load() (*Record, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("cannot parse transaction journal %s (move it away and run `sdupdate verify`): %w", j.path, err)
 	}
-	if r.Format != recordFormat {
-		return nil, fmt.Errorf("transaction journal %s has format %d, this sdupdate knows %d", j.path, r.Format, recordFormat)
+	switch r.Format {
+	case recordFormatInline:
+		if r.Parts != nil {
+			return nil, fmt.Errorf("transaction journal %s of format %d names parts, which sdupdate never writes (move it away and run `sdupdate verify`)", j.path, r.Format)
+		}
+	case recordFormat:
+		if err := j.loadParts(&r); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("transaction journal %s has format %d, this sdupdate knows %d and %d", j.path, r.Format, recordFormatInline, recordFormat)
 	}
 	return &r, nil
 }
@@ -130,20 +149,41 @@ func (l *layout) checkRecord(r *Record) error {
 	return nil
 }
 
-// save persists r durably: the phase it names must be on disk before the phase acts.
+// save persists r durably: the phase it names must be on disk before the phase acts. Only the
+// large fields that changed since the last save are written (as parts), so a phase change
+// writes a record of a few hundred bytes, however many files the run changes.
 func (j journal) save(r *Record) error {
-	r.Format = recordFormat
-	data, err := json.MarshalIndent(r, "", "  ")
+	if err := j.write(r); err != nil {
+		// Every later step depends on this record, so one passing fault gets a second try
+		// before the run has to stop and leave the rest to recovery.
+		if err2 := j.write(r); err2 != nil {
+			return fmt.Errorf("cannot write transaction journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// write writes the parts of r that changed, then the record naming them, then removes the
+// parts no longer named. A crash in between leaves the previous record and every part it names.
+func (j journal) write(r *Record) error {
+	saved, err := j.saveParts(r)
+	if err != nil {
+		return err
+	}
+	head := *r
+	head.Format = recordFormat
+	head.OldManifest, head.NewManifest, head.Ops = nil, nil, nil
+	head.Parts = &saved.sums
+	data, err := json.Marshal(&head)
 	if err != nil {
 		return fmt.Errorf("cannot encode transaction journal: %w", err)
 	}
 	if err := fsutil.WriteFileAtomic(j.fs, j.path, data, 0o600); err != nil {
-		// Every later step depends on this record, so one passing fault gets a second try
-		// before the run has to stop and leave the rest to recovery.
-		if err2 := fsutil.WriteFileAtomic(j.fs, j.path, data, 0o600); err2 != nil {
-			return fmt.Errorf("cannot write transaction journal: %w", err)
-		}
+		return err
 	}
+	prev := r.saved
+	r.Format, r.saved = recordFormat, saved
+	j.dropParts(prev.sums, saved.sums)
 	return nil
 }
 
@@ -161,5 +201,10 @@ func (j journal) clear() error {
 	if err := j.fs.Remove(j.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("cannot remove transaction journal %s: %w", j.path, err)
 	}
-	return fsutil.SyncDir(j.fs, dirOf(j.path))
+	if err := fsutil.SyncDir(j.fs, dirOf(j.path)); err != nil {
+		return err
+	}
+	// Named by no journal now: what cannot be removed is removed by the next command.
+	removeParts(j.fs, dirOf(j.path))
+	return nil
 }
