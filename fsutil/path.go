@@ -30,40 +30,8 @@ const (
 // ErrUnsafePath; blocker is the slash prefix of name that stops the walk (a regular file where a
 // directory must be, or a special file), "" when nothing does.
 func Inspect(fsys afero.Fs, root, name string) (k Kind, blocker string, err error) {
-	parts := strings.Split(name, "/")
-	cur := root
-	for i, part := range parts {
-		cur = filepath.Join(cur, part)
-		fi, err := Lstat(fsys, cur)
-		if errors.Is(err, os.ErrNotExist) {
-			return Absent, "", nil
-		}
-		if err != nil {
-			return Absent, "", fmt.Errorf("cannot inspect %s: %w", cur, err)
-		}
-		last := i == len(parts)-1
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			want := "directory"
-			if last {
-				want = "file"
-			}
-			return Absent, "", fmt.Errorf("%s is a symlink; sdupdate never writes through symlinks (remove it or replace it with a real %s): %w",
-				cur, want, ErrUnsafePath)
-		case fi.IsDir():
-			if last {
-				return Dir, "", nil
-			}
-		case fi.Mode().IsRegular():
-			if last {
-				return Regular, "", nil
-			}
-			return Absent, strings.Join(parts[:i+1], "/"), nil
-		default:
-			return Special, strings.Join(parts[:i+1], "/"), nil
-		}
-	}
-	return Absent, "", nil
+	k, blocker, _, err = (&Inspector{fs: fsys, root: root}).Inspect(name)
+	return k, blocker, err
 }
 
 // CheckPath verifies that the slash path name inside root runs through real directories only
@@ -71,16 +39,109 @@ func Inspect(fsys afero.Fs, root, name string) (k Kind, blocker string, err erro
 // is a regular file. It returns whether name exists. Parents that do not exist yet are fine: they
 // will be created as real directories.
 func CheckPath(fsys afero.Fs, root, name string) (exists bool, err error) {
-	k, blocker, err := Inspect(fsys, root, name)
+	exists, _, err = (&Inspector{fs: fsys, root: root}).CheckPath(name)
+	return exists, err
+}
+
+// Inspector is Inspect and CheckPath for many names under one root, as a plan asks them: each
+// directory on the way is looked at once, however many names lie in it, and the name itself
+// once. What it saw of a directory is what it answers for the rest of its use, so it serves one
+// step that acts on what it found (a plan), not a tree that changes meanwhile.
+type Inspector struct {
+	fs   afero.Fs
+	root string
+	dirs map[string]lstatResult // nil: nothing remembered
+}
+
+type lstatResult struct {
+	fi  os.FileInfo
+	err error
+}
+
+// NewInspector returns an Inspector of the names under root.
+func NewInspector(fsys afero.Fs, root string) *Inspector {
+	return &Inspector{fs: fsys, root: root, dirs: map[string]lstatResult{}}
+}
+
+// Inspect is the package's Inspect; fi is the lstat of name itself when it exists.
+func (in *Inspector) Inspect(name string) (k Kind, blocker string, fi os.FileInfo, err error) {
+	cur := in.root
+	for start := 0; ; {
+		end := strings.IndexByte(name[start:], '/')
+		last := end < 0
+		if last {
+			end = len(name)
+		} else {
+			end += start
+		}
+		prefix := name[:end]
+		cur = filepath.Join(cur, name[start:end])
+		fi, err := in.lstat(cur, prefix, last)
+		if errors.Is(err, os.ErrNotExist) {
+			return Absent, "", nil, nil
+		}
+		if err != nil {
+			return Absent, "", nil, fmt.Errorf("cannot inspect %s: %w", cur, err)
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			want := "directory"
+			if last {
+				want = "file"
+			}
+			return Absent, "", nil, fmt.Errorf("%s is a symlink; sdupdate never writes through symlinks (remove it or replace it with a real %s): %w",
+				cur, want, ErrUnsafePath)
+		case fi.IsDir():
+			if last {
+				return Dir, "", fi, nil
+			}
+		case fi.Mode().IsRegular():
+			if last {
+				return Regular, "", fi, nil
+			}
+			return Absent, prefix, nil, nil
+		default:
+			return Special, prefix, fi, nil
+		}
+		start = end + 1
+	}
+}
+
+// lstat looks at path (the slash prefix of a name, inside root); a directory on the way
+// (not last) is looked at once.
+func (in *Inspector) lstat(path, prefix string, last bool) (os.FileInfo, error) {
+	if last || in.dirs == nil {
+		return Lstat(in.fs, path)
+	}
+	if r, ok := in.dirs[prefix]; ok {
+		return r.fi, r.err
+	}
+	fi, err := Lstat(in.fs, path)
+	in.dirs[prefix] = lstatResult{fi, err}
+	return fi, err
+}
+
+// CheckPath is the package's CheckPath; fi is the lstat of name when it exists.
+func (in *Inspector) CheckPath(name string) (exists bool, fi os.FileInfo, err error) {
+	k, blocker, fi, err := in.Inspect(name)
+	if err := Refusal(in.root, name, k, blocker, err); err != nil {
+		return false, nil, err
+	}
+	return k == Regular, fi, nil
+}
+
+// Refusal is CheckPath's verdict on what Inspect found of name: nil when name is a regular
+// file or absent with nothing in its way.
+func Refusal(root, name string, k Kind, blocker string, err error) error {
 	switch {
 	case err != nil:
-		return false, err
+		return err
 	case blocker != "" && blocker != name:
-		return false, fmt.Errorf("%s is not a directory but %s needs it to be one: %w", filepath.Join(root, filepath.FromSlash(blocker)), name, ErrUnsafePath)
+		return fmt.Errorf("%s is not a directory but %s needs it to be one: %w", filepath.Join(root, filepath.FromSlash(blocker)), name, ErrUnsafePath)
 	case k == Dir || k == Special:
-		return false, fmt.Errorf("%s is not a regular file: %w", filepath.Join(root, filepath.FromSlash(name)), ErrUnsafePath)
+		return fmt.Errorf("%s is not a regular file: %w", filepath.Join(root, filepath.FromSlash(name)), ErrUnsafePath)
 	}
-	return k == Regular, nil
+	return nil
 }
 
 // MkdirAll makes dir and any missing parents with perm, each with exactly perm whatever the

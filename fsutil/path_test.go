@@ -31,24 +31,27 @@ func inspectTree(t *testing.T) string {
 	return root
 }
 
+var inspectCases = []struct {
+	name    string
+	kind    Kind
+	blocker string
+	unsafe  bool
+}{
+	{name: "dir", kind: Dir},
+	{name: "dir/file", kind: Regular},
+	{name: "dir/missing/deeper", kind: Absent},
+	{name: "dir/file/below", kind: Absent, blocker: "dir/file"},
+	{name: "fifo", kind: Special, blocker: "fifo"},
+	{name: "fifo/below", kind: Special, blocker: "fifo"},
+	{name: "link", unsafe: true},
+	{name: "link/file", unsafe: true},
+	{name: "dir/sub/../../link/file", unsafe: true},
+}
+
 func TestInspect(t *testing.T) {
 	root := inspectTree(t)
 	fsys := afero.NewOsFs()
-	for _, tc := range []struct {
-		name    string
-		kind    Kind
-		blocker string
-		unsafe  bool
-	}{
-		{name: "dir", kind: Dir},
-		{name: "dir/file", kind: Regular},
-		{name: "dir/missing/deeper", kind: Absent},
-		{name: "dir/file/below", kind: Absent, blocker: "dir/file"},
-		{name: "fifo", kind: Special, blocker: "fifo"},
-		{name: "fifo/below", kind: Special, blocker: "fifo"},
-		{name: "link", unsafe: true},
-		{name: "link/file", unsafe: true},
-	} {
+	for _, tc := range inspectCases {
 		k, blocker, err := Inspect(fsys, root, tc.name)
 		if tc.unsafe {
 			if !errors.Is(err, ErrUnsafePath) {
@@ -59,6 +62,77 @@ func TestInspect(t *testing.T) {
 		if err != nil || k != tc.kind || blocker != tc.blocker {
 			t.Errorf("Inspect(%s) = %v, %q, %v; want %v, %q", tc.name, k, blocker, err, tc.kind, tc.blocker)
 		}
+	}
+}
+
+// One Inspector asked every name, twice and in both orders, answers each as Inspect does: what
+// it remembers of a directory changes no verdict, a symlink on the way included.
+func TestInspectorAnswersAsInspect(t *testing.T) {
+	root := inspectTree(t)
+	in := NewInspector(afero.NewOsFs(), root)
+	n := len(inspectCases)
+	for i := 0; i < 4*n; i++ {
+		tc := inspectCases[i%n]
+		if i/n%2 == 1 {
+			tc = inspectCases[n-1-i%n]
+		}
+		k, blocker, fi, err := in.Inspect(tc.name)
+		if tc.unsafe {
+			if !errors.Is(err, ErrUnsafePath) {
+				t.Errorf("Inspect(%s) = %v, want ErrUnsafePath", tc.name, err)
+			}
+			continue
+		}
+		if err != nil || k != tc.kind || blocker != tc.blocker {
+			t.Errorf("Inspect(%s) = %v, %q, %v; want %v, %q", tc.name, k, blocker, err, tc.kind, tc.blocker)
+		}
+		if k == Regular && (fi == nil || fi.Size() != 1 || !fi.Mode().IsRegular()) {
+			t.Errorf("Inspect(%s) gave file info %v, want the file's", tc.name, fi)
+		}
+	}
+}
+
+// countingFs counts the stats made through it.
+type countingFs struct {
+	afero.Fs
+	stats map[string]int
+}
+
+func (c *countingFs) Stat(name string) (os.FileInfo, error) {
+	c.stats[name]++
+	return c.Fs.Stat(name)
+}
+
+// A plan asks about every file of a release: each directory is looked at once, not once per
+// file in it, and each file once.
+func TestInspectorLooksAtEachDirectoryOnce(t *testing.T) {
+	mem := afero.NewMemMapFs()
+	var names []string
+	for d := 0; d < 5; d++ {
+		for f := 0; f < 10; f++ {
+			name := filepath.ToSlash(filepath.Join("lib", string(rune('a'+d)), string(rune('a'+f))))
+			if err := afero.WriteFile(mem, filepath.Join("/root", name), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, name)
+		}
+	}
+	fsys := &countingFs{Fs: mem, stats: map[string]int{}}
+	in := NewInspector(fsys, "/root")
+	for _, name := range names {
+		if exists, _, err := in.CheckPath(name); err != nil || !exists {
+			t.Fatalf("CheckPath(%s) = %v, %v", name, exists, err)
+		}
+	}
+	total := 0
+	for p, n := range fsys.stats {
+		total += n
+		if n != 1 {
+			t.Errorf("%s looked at %d times, want once", p, n)
+		}
+	}
+	if want := 1 + 5 + 50; total != want {
+		t.Errorf("%d stats for 50 files in 5 directories of one, want %d", total, want)
 	}
 }
 

@@ -150,11 +150,11 @@ func (e *Engine) hashInstalled(path string, withMD5 bool) (have *installedFile, 
 	return have, st, stable, nil
 }
 
-// installedState is what the plan needs of the installed file of f: from idx when the file's
-// stat matches its entry, otherwise by hashing it. Either way fresh records it.
-func (e *Engine) installedState(target string, f manifest.File, legacy bool, idx, fresh *statindex.Index) (*installedFile, error) {
+// installedState is what the plan needs of the installed file of f, whose lstat was fi: from
+// idx when that matches its entry, otherwise by hashing it. Either way fresh records it.
+func (e *Engine) installedState(target string, fi os.FileInfo, f manifest.File, legacy bool, idx, fresh *statindex.Index) (*installedFile, error) {
 	if idx != nil && f.SHA256 != "" {
-		if fi, err := fsutil.Lstat(e.Fs, target); err == nil && fi.Mode().IsRegular() {
+		if fi.Mode().IsRegular() {
 			st := statindex.StatOf(fi)
 			if sum, ok := idx.Lookup(f.Name, st); ok {
 				// The index vouches for the content as it is now.
@@ -189,12 +189,13 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 		return nil, err
 	}
 	dropped := droppedNames(installed, next)
+	in := fsutil.NewInspector(e.Fs, l.install)
 	for i, f := range next.Files {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		target := filepath.Join(l.install, filepath.FromSlash(f.Name))
-		exists, err := e.checkTarget(l, f.Name, dropped)
+		exists, fi, err := e.checkTarget(l, in, f.Name, dropped)
 		if err != nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("refusing %q: %w", f.Name, err))
 		}
@@ -206,7 +207,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 			c.Mode = f.Mode
 		}
 		if exists {
-			unchanged, err := e.matchInstalled(p, &c, &resolved.Files[i], target, next.Legacy, keepMode, idx, onHand)
+			unchanged, err := e.matchInstalled(p, &c, &resolved.Files[i], target, fi, next.Legacy, keepMode, idx, onHand)
 			if err != nil {
 				return nil, err
 			}
@@ -221,7 +222,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 			p.Leaving = append(p.Leaving, f.Name)
 		}
 	}
-	if err := e.planRemoves(l, p, next, installed, idx, onHand); err != nil {
+	if err := e.planRemoves(l, in, p, next, installed, idx, onHand); err != nil {
 		return nil, err
 	}
 	p.Resolved = &resolved
@@ -247,9 +248,9 @@ func (e *Engine) rootOwner(l *layout) (uid, gid int, ok bool, err error) {
 // its content in onHand as a base for deltas. When the content already matches it sets the
 // resolved entry r's hash and size from it, and reports true when the mode matches too: nothing
 // to do; with only the mode to change, c becomes Local.
-func (e *Engine) matchInstalled(p *Plan, c *Change, r *manifest.File, target string, legacy, keepMode bool, idx *statindex.Index, onHand localContent) (bool, error) {
+func (e *Engine) matchInstalled(p *Plan, c *Change, r *manifest.File, target string, fi os.FileInfo, legacy, keepMode bool, idx *statindex.Index, onHand localContent) (bool, error) {
 	f := c.File
-	have, err := e.installedState(target, f, legacy, idx, p.Index)
+	have, err := e.installedState(target, fi, f, legacy, idx, p.Index)
 	if err != nil {
 		return false, err
 	}
@@ -283,7 +284,7 @@ func (e *Engine) matchInstalled(p *Plan, c *Change, r *manifest.File, target str
 // hashed) because their content enters the snapshot store. They are not in the new index. Their
 // content is offered in onHand: a file that moved (libdns-1.0.so to libdns-1.1.so) has its
 // delta from the old name's.
-func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manifest, idx *statindex.Index, onHand localContent) error {
+func (e *Engine) planRemoves(l *layout, in *fsutil.Inspector, p *Plan, next, installed *manifest.Manifest, idx *statindex.Index, onHand localContent) error {
 	if installed == nil {
 		return nil
 	}
@@ -292,14 +293,14 @@ func (e *Engine) planRemoves(l *layout, p *Plan, next, installed *manifest.Manif
 		if _, keep := next.Lookup(f.Name); keep {
 			continue
 		}
-		exists, err := fsutil.CheckPath(e.Fs, l.install, f.Name)
+		exists, fi, err := in.CheckPath(f.Name)
 		if err != nil {
 			return withCode(CodeFailed, fmt.Errorf("refusing to remove %q: %w", f.Name, err))
 		}
 		if !exists {
 			continue
 		}
-		have, err := e.installedState(filepath.Join(l.install, filepath.FromSlash(f.Name)), f, installed.Legacy, idx, gone)
+		have, err := e.installedState(filepath.Join(l.install, filepath.FromSlash(f.Name)), fi, f, installed.Legacy, idx, gone)
 		if err != nil {
 			return err
 		}
@@ -347,17 +348,22 @@ func droppedNames(installed, next *manifest.Manifest) map[string]bool {
 // the file must go (the reverse); apply removes the dropped files first. Anything else — a
 // symlink, a special file, a file or directory no dropped name accounts for — is refused, as
 // CheckPath does.
-func (e *Engine) checkTarget(l *layout, name string, dropped map[string]bool) (exists bool, err error) {
-	k, blocker, err := fsutil.Inspect(e.Fs, l.install, name)
+//
+// fi is the lstat of the file when it exists.
+func (e *Engine) checkTarget(l *layout, in *fsutil.Inspector, name string, dropped map[string]bool) (exists bool, fi os.FileInfo, err error) {
+	k, blocker, fi, err := in.Inspect(name)
 	switch {
 	case err != nil:
-		return false, err
+		return false, nil, err
 	case k == fsutil.Absent && blocker != "" && dropped[blocker]:
-		return false, nil
+		return false, nil, nil
 	case k == fsutil.Dir && e.holdsOnly(l, name, dropped):
-		return false, nil
+		return false, nil, nil
 	}
-	return fsutil.CheckPath(e.Fs, l.install, name)
+	if err := fsutil.Refusal(l.install, name, k, blocker, nil); err != nil {
+		return false, nil, err
+	}
+	return k == fsutil.Regular, fi, nil
 }
 
 // holdsOnly reports whether the directory dir (slash path in the install) holds nothing but
