@@ -133,6 +133,18 @@ func (x *Index) Refresh(name string, stat func() (Stat, error)) {
 	x.entries[name] = e
 }
 
+// NamesHolding returns the names recorded with one of sums as their content, sorted.
+func (x *Index) NamesHolding(sums map[string]bool) []string {
+	var names []string
+	for n, e := range x.entries {
+		if sums[e.sum] {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
 // Names returns the recorded names, sorted.
 func (x *Index) Names() []string {
 	names := make([]string, 0, len(x.entries))

@@ -3,7 +3,10 @@ package updater
 import (
 	"path/filepath"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/sdupdate/sdupdate/fsutil"
+	"github.com/sdupdate/sdupdate/logging"
 	"github.com/sdupdate/sdupdate/statindex"
 )
 
@@ -16,8 +19,9 @@ import (
 //
 // Steps that change the ctime of installed files without changing their content — the
 // snapshot's hard links, and the removal of those links when old snapshots are pruned — are
-// followed by a refresh of every entry (one lstat each). `verify` and `update --repair` never
-// read it.
+// followed by a refresh of the entries they can have touched (one lstat each): the files the
+// update replaces or removes, the content the pruned snapshots alone named. `verify` and
+// `update --repair` never read it.
 
 func (l *layout) indexPath() string { return filepath.Join(l.state, "stat-index") }
 
@@ -54,14 +58,31 @@ func (e *Engine) lstat(path string) (statindex.Stat, error) {
 	return statindex.StatOf(fi), nil
 }
 
-// refreshIndex re-stats every entry of x after a step that changed ctimes of installed files.
-func (e *Engine) refreshIndex(l *layout, x *statindex.Index) {
+// refreshIndex re-stats the entries of x named after a step that changed their ctimes.
+func (e *Engine) refreshIndex(l *layout, x *statindex.Index, names []string) {
 	if x == nil {
 		return
 	}
-	for _, name := range x.Names() {
+	for _, name := range names {
 		target := filepath.Join(l.install, filepath.FromSlash(name))
 		x.Refresh(name, func() (statindex.Stat, error) { return e.lstat(target) })
+	}
+}
+
+// pruneAfterUpdate prunes old snapshots. An installed file that shared its inode with an object
+// the store then deleted has a new ctime, so the entries of the content that went are
+// refreshed, and the index written by the update saved again: only when there are any.
+func (e *Engine) pruneAfterUpdate(log *logrus.Entry, l *layout, protect string) {
+	removed, gone, err := e.pruneSnapshots(l, e.Config.KeepSnapshots, protect)
+	if err != nil {
+		log.WithError(err).Warn("cannot prune old snapshots")
+	}
+	if len(removed) > 0 {
+		log.WithField(logging.FieldPhase, logging.PhaseSnapshot).Debugf("pruned snapshots %v", removed)
+	}
+	if names := gone.names(e.index); len(names) > 0 {
+		e.refreshIndex(l, e.index, names)
+		e.saveIndex(l, e.index)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/afero"
 
+	"github.com/sdupdate/sdupdate/snapshot"
 	"github.com/sdupdate/sdupdate/statindex"
 )
 
@@ -244,3 +245,63 @@ func TestDamagedOrStaleIndexCostsAHashNotTheRightAnswer(t *testing.T) {
 }
 
 func sha256Hex(s string) string { return statindex.SumOf([]byte(s)) }
+
+// Pruning old snapshots deletes their objects; it touches no file that stays installed, so the
+// index the update wrote is still trusted after it: the next plan opens only what changed.
+func TestIndexIsStillTrustedAfterPruning(t *testing.T) {
+	s := newSite(t)
+	e, fs := osEngine(t, s)
+	e.Config.KeepSnapshots = 1
+	versions := []map[string]agentFile{v1, v2, {
+		"agent.py": {data: "print('agent 1.2.0')\n"}, "bin/sd-agent": v2["bin/sd-agent"],
+		"lib/common.py": v2["lib/common.py"], "lib/new.py": v2["lib/new.py"],
+	}}
+	for i, v := range versions {
+		s.publish(t, "1.0."+string(rune('0'+i)), v)
+		if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the installed files are older than the index: not racy
+	}
+	l, _ := e.resolveLayout()
+	if all, _, _ := e.listSnapshots(l); len(all) != 1 {
+		t.Fatalf("%d snapshots kept, want 1: the updates did not prune", len(all))
+	}
+	fs.reset()
+	s.publish(t, "1.0.3", map[string]agentFile{
+		"agent.py": {data: "print('agent 1.0.3')\n"}, "bin/sd-agent": v2["bin/sd-agent"],
+		"lib/common.py": v2["lib/common.py"], "lib/new.py": v2["lib/new.py"],
+	})
+	p := planNext(t, e, false)
+	if got := fs.reset(); len(got) != 0 {
+		t.Errorf("plan opened installed files %v; their stat had not changed since the last update", got)
+	}
+	if got := changedNames(p); len(got) != 1 || got[0] != "agent.py" {
+		t.Errorf("plan changes %v, want [agent.py]", got)
+	}
+}
+
+// What pruning may have taken out of the store is the content only the pruned snapshots named;
+// a snapshot of the earlier layout linked installed files, so pruning one may have touched any.
+func TestContentOnlyInPrunedSnapshots(t *testing.T) {
+	files := func(sums ...string) []snapshot.FileMeta {
+		var out []snapshot.FileMeta
+		for _, s := range sums {
+			out = append(out, snapshot.FileMeta{Name: "f" + s, SHA256: s})
+		}
+		return out
+	}
+	x := statindex.New("")
+	for _, sum := range []string{"a", "b", "c"} {
+		x.Set("f"+sum, statindex.Stat{Size: 1}, sum)
+	}
+	pruned := []snapshot.Summary{{Meta: snapshot.Meta{ID: "old", Files: files("a", "b", "d")}}}
+	gone := contentOnlyIn(pruned, map[string]bool{"a": true, "c": true})
+	if got := strings.Join(gone.names(x), " "); got != "fb" {
+		t.Errorf("entries refreshed after pruning: %q, want only fb (a is kept by another snapshot, d is not installed)", got)
+	}
+	pruned[0].Legacy = true
+	if got := strings.Join(contentOnlyIn(pruned, nil).names(x), " "); got != "fa fb fc" {
+		t.Errorf("entries refreshed after pruning a legacy snapshot: %q, want all", got)
+	}
+}

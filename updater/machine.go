@@ -253,14 +253,7 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 		return res, err
 	}
 	if rec.Outcome == OutcomeUpdated {
-		if removed, perr := e.pruneSnapshots(l, e.Config.KeepSnapshots, rec.Snapshot); perr != nil {
-			log.WithError(perr).Warn("cannot prune old snapshots")
-		} else if len(removed) > 0 {
-			log.WithField(logging.FieldPhase, logging.PhaseSnapshot).Debugf("pruned snapshots %v", removed)
-			// Their hard links are gone: the ctime of the installed files they linked changed.
-			e.refreshIndex(l, e.index)
-			e.saveIndex(l, e.index)
-		}
+		e.pruneAfterUpdate(log, l, rec.Snapshot)
 	}
 	if rec.StagingDir != "" {
 		if rerr := e.Fs.RemoveAll(rec.StagingDir); rerr != nil {

@@ -79,7 +79,7 @@ func TestPruneKeepsTheNewestAndTheProtected(t *testing.T) {
 	if got, want := strings.Join(listed(t, e, l), " "), strings.Join([]string{ids[4], ids[3], ids[2], ids[1], ids[0]}, " "); got != want {
 		t.Fatalf("listed %s, want newest first: %s", got, want)
 	}
-	removed, err := e.pruneSnapshots(l, 2, ids[0])
+	removed, _, err := e.pruneSnapshots(l, 2, ids[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestPruneKeepsTheNewestAndTheProtected(t *testing.T) {
 
 	// A deletion that fails is reported; the others still happen.
 	fsys.match = ids[3]
-	removed, err = e.pruneSnapshots(l, 0, ids[4])
+	removed, _, err = e.pruneSnapshots(l, 0, ids[4])
 	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), ids[3]) {
 		t.Fatalf("pruning with a failing delete = %v", err)
 	}
@@ -110,7 +110,7 @@ func TestPruneRemovesNothingWhenASnapshotIsUnreadable(t *testing.T) {
 	if err := afero.WriteFile(e.Fs, filepath.Join(l.snapshots, ids[1], "record.json"), []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if removed, err := e.pruneSnapshots(l, 0, ""); err == nil || len(removed) != 0 {
+	if removed, _, err := e.pruneSnapshots(l, 0, ""); err == nil || len(removed) != 0 {
 		t.Fatalf("prune = %v, %v; want a refusal that removes nothing", removed, err)
 	}
 	if _, err := e.storeAt(l, l.snapshots).Get(ids[0]); err != nil {

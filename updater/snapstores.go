@@ -10,6 +10,7 @@ import (
 	"github.com/sdupdate/sdupdate/fsutil"
 	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/snapshot"
+	"github.com/sdupdate/sdupdate/statindex"
 )
 
 // Snapshots and staging areas can be in two places: StateDirectory, or Directory/.sdupdate when
@@ -220,24 +221,64 @@ func (e *Engine) upgradeSnapshots(l *layout) {
 	}
 }
 
-// pruneSnapshots keeps the newest keep snapshots across all directories, and protect.
-func (e *Engine) pruneSnapshots(l *layout, keep int, protect string) ([]string, error) {
+// pruneSnapshots keeps the newest keep snapshots across all directories, and protect. It also
+// returns what content the store may have deleted with them.
+func (e *Engine) pruneSnapshots(l *layout, keep int, protect string) ([]string, removedContent, error) {
 	all, where, damaged := e.listSnapshots(l)
 	if len(damaged) > 0 {
 		// Which snapshots are the newest cannot be told while one cannot be read.
-		return nil, fmt.Errorf("not pruning snapshots: %s", damaged[0].Message)
+		return nil, removedContent{}, fmt.Errorf("not pruning snapshots: %s", damaged[0].Message)
 	}
 	var removed []string
 	var errs []error
+	var tried []snapshot.Summary
+	kept := map[string]bool{}
 	for i, m := range all {
 		if i < keep || m.ID == protect {
+			for _, f := range m.Files {
+				kept[f.SHA256] = true
+			}
 			continue
 		}
+		tried = append(tried, m)
 		if err := where[m.ID].Delete(m.ID); err != nil {
 			errs = append(errs, fmt.Errorf("cannot remove snapshot %s: %w", m.ID, err))
 			continue
 		}
 		removed = append(removed, m.ID)
 	}
-	return removed, errors.Join(errs...)
+	return removed, contentOnlyIn(tried, kept), errors.Join(errs...)
+}
+
+// removedContent is what deleting snapshots may have taken out of the store: the objects of
+// the content only they named (retention keeps every object a remaining snapshot names), or,
+// when one was of the earlier layout, whose files/ linked installed inodes, anything.
+type removedContent struct {
+	sums map[string]bool
+	any  bool
+}
+
+// contentOnlyIn is the content the snapshots tried name and no kept one does.
+func contentOnlyIn(tried []snapshot.Summary, kept map[string]bool) removedContent {
+	gone := removedContent{sums: map[string]bool{}}
+	for _, m := range tried {
+		gone.any = gone.any || m.Legacy
+		for _, f := range m.Files {
+			if !kept[f.SHA256] {
+				gone.sums[f.SHA256] = true
+			}
+		}
+	}
+	return gone
+}
+
+// names is which entries of x removing that content may have touched.
+func (g removedContent) names(x *statindex.Index) []string {
+	switch {
+	case x == nil:
+		return nil
+	case g.any:
+		return x.Names()
+	}
+	return x.NamesHolding(g.sums)
 }

@@ -245,8 +245,9 @@ func (e *Engine) snapshotUpdate(ctx context.Context, u *updateRun) error {
 		return failIn(logging.PhaseSnapshot, fmt.Errorf("cannot snapshot the install before changing it: %w", err))
 	}
 	u.log.WithFields(logrus.Fields{logging.FieldPhase: logging.PhaseSnapshot, logging.FieldSnapshot: rec.Snapshot}).Infof("snapshot %s taken", rec.Snapshot)
-	// The snapshot's hard links changed the ctime of the files they link.
-	e.refreshIndex(u.l, u.res.Plan.Index)
+	// The snapshot's hard links changed the ctime of the files they link: those the update
+	// replaces or removes, no other.
+	e.refreshIndex(u.l, u.res.Plan.Index, u.res.Plan.Leaving)
 	if err := j.setPhase(rec, PhaseSnapshotted); err != nil {
 		return failIn(logging.PhaseSnapshot, err)
 	}
