@@ -133,6 +133,15 @@ func (x *Index) Refresh(name string, stat func() (Stat, error)) {
 	x.entries[name] = e
 }
 
+// Retain forgets every name keep refuses.
+func (x *Index) Retain(keep func(name string) bool) {
+	for n := range x.entries {
+		if !keep(n) {
+			delete(x.entries, n)
+		}
+	}
+}
+
 // NamesHolding returns the names recorded with one of sums as their content, sorted.
 func (x *Index) NamesHolding(sums map[string]bool) []string {
 	var names []string
@@ -174,7 +183,7 @@ func Load(fsys afero.Fs, path string) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot stat stat index %s: %w", path, err)
 	}
-	x, err := parse(bufio.NewReaderSize(f, 64<<10))
+	x, err := parse(bufio.NewReaderSize(f, 64<<10), fi.Size())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
 	}
@@ -182,7 +191,8 @@ func Load(fsys afero.Fs, path string) (*Index, error) {
 	return x, nil
 }
 
-func parse(r *bufio.Reader) (*Index, error) {
+// parse reads an index of size bytes.
+func parse(r *bufio.Reader, size int64) (*Index, error) {
 	h := sha256.New()
 	line := func() (string, error) {
 		l, err := r.ReadString('\n')
@@ -203,7 +213,8 @@ func parse(r *bufio.Reader) (*Index, error) {
 		return nil, errors.New("no installed line")
 	}
 	h.Write([]byte(l))
-	x := New(strings.TrimSuffix(strings.TrimPrefix(l, "installed "), "\n"))
+	// An entry takes 100 to 200 bytes: the map is sized once for what the file can hold.
+	x := NewSized(strings.TrimSuffix(strings.TrimPrefix(l, "installed "), "\n"), int(min(size/100, 1<<20)))
 	for {
 		if l, err = line(); err != nil {
 			return nil, err

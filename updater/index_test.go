@@ -305,3 +305,33 @@ func TestContentOnlyInPrunedSnapshots(t *testing.T) {
 		t.Errorf("entries refreshed after pruning a legacy snapshot: %q, want all", got)
 	}
 }
+
+// The plan records what it finds in the index it loaded: the entries of names the new version
+// drops go, and so does any entry of a name no manifest lists (a damaged index), while the files
+// it trusted keep theirs.
+func TestPlanIndexHoldsTheNewVersionsFilesOnly(t *testing.T) {
+	s := newSite(t)
+	e, _ := osEngine(t, s)
+	s.publish(t, "1.0.0", v1)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	l, _ := e.resolveLayout()
+	_, raw, _ := e.installedManifest(l)
+	x := e.loadIndex(l, raw)
+	if x == nil || x.Len() != len(v1) {
+		t.Fatalf("index after the first update: %v", x)
+	}
+	x.Set("ghost", statindex.Stat{Size: 1}, strings.Repeat("0", 64))
+	if err := x.Save(e.Fs, l.indexPath()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	s.publish(t, "1.1.0", v2)
+	p := planNext(t, e, false)
+	want := []string{"agent.py", "bin/sd-agent", "lib/common.py"} // lib/new.py is not installed yet
+	if got := p.Index.Names(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("plan's index names %v, want %v (plugins/old.py dropped, ghost listed by no manifest)", got, want)
+	}
+}
