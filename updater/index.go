@@ -93,14 +93,10 @@ func (e *Engine) recordApplied(l *layout, p *Plan, newRaw []byte) {
 	if x == nil {
 		return
 	}
-	// The resolved manifest has the sha256 of legacy (md5) entries too, as verified.
-	sums := make(map[string]string, len(p.Changes))
-	for _, f := range p.Resolved.Files {
-		sums[f.Name] = f.SHA256
-	}
 	for _, c := range p.Changes {
 		st, err := e.lstat(filepath.Join(l.install, filepath.FromSlash(c.File.Name)))
-		if sum := sums[c.File.Name]; err == nil && sum != "" {
+		// The resolved manifest has the sha256 of legacy (md5) entries too, as verified.
+		if sum := p.Resolved.Files[c.at].SHA256; err == nil && sum != "" {
 			x.Set(c.File.Name, st, sum)
 			continue
 		}

@@ -36,6 +36,7 @@ type Change struct {
 	// Sources are the ways to fetch the content, cheapest first, the file itself last; the
 	// first is what the plan counts (none for a Local change).
 	Sources []Source
+	at      int // the position of its entry in the plan's Resolved.Files
 }
 
 // Cost is what fetching c is expected to take: the size of its first source (0 when unknown or
@@ -235,7 +236,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 		if err != nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("refusing %q: %w", f.Name, err))
 		}
-		c := Change{File: f, Mode: manifest.DefaultMode, UID: rootUID, GID: rootGID, HasOwner: rootHasOwner, Add: !exists}
+		c := Change{File: f, Mode: manifest.DefaultMode, UID: rootUID, GID: rootGID, HasOwner: rootHasOwner, Add: !exists, at: i}
 		// A modern manifest's missing mode means 0644; only the legacy form, which never had
 		// modes, keeps the mode of the file it replaces.
 		keepMode := next.Legacy && !f.HasMode

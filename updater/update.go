@@ -339,13 +339,9 @@ func (e *Engine) applyFiles(u *updateRun) error {
 // p.Changes): legacy (md5) entries get the sha256 and size of the bytes staged, so the installed
 // manifest is always in the sha256 form and `verify` later uses sha256.
 func resolveVerified(p *Plan, got []verified) {
-	index := make(map[string]int, len(p.Resolved.Files))
-	for i, f := range p.Resolved.Files {
-		index[f.Name] = i
-	}
 	for k, c := range p.Changes {
-		if i, ok := index[c.File.Name]; ok && p.Resolved.Files[i].SHA256 == "" {
-			p.Resolved.Files[i].SHA256, p.Resolved.Files[i].Size = got[k].sha256, got[k].size
+		if r := &p.Resolved.Files[c.at]; r.SHA256 == "" {
+			r.SHA256, r.Size = got[k].sha256, got[k].size
 		}
 	}
 	p.Resolved.Legacy = false
