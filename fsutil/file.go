@@ -61,15 +61,34 @@ func (w *FileWriter) Size() int64 { return w.n }
 
 // Commit sets a's mode and owner, then fsyncs and closes the file, so that content and
 // attributes are durable together and a rename is all that remains.
-func (w *FileWriter) Commit(a Attrs) error {
+func (w *FileWriter) Commit(a Attrs) error { return w.CommitVia(a, nil) }
+
+// CommitVia is Commit with the fsync and close handed to s, so the caller goes on at once; the
+// file is durable once s.Wait returns nil. A nil s syncs here.
+func (w *FileWriter) CommitVia(a Attrs, s *Syncer) error {
 	f := w.f
 	w.f = nil
-	return Commit(w.fsys, f, w.path, a)
+	if err := setAttrs(w.fsys, f, w.path, a); err != nil {
+		return err
+	}
+	if s == nil {
+		return syncClose(f, w.path)
+	}
+	s.add(f, w.path)
+	return nil
 }
 
 // Commit gives the open file f, written at path, a's mode and owner, then fsyncs and closes it.
 // f is closed whatever happens.
 func Commit(fsys afero.Fs, f afero.File, path string, a Attrs) error {
+	if err := setAttrs(fsys, f, path, a); err != nil {
+		return err
+	}
+	return syncClose(f, path)
+}
+
+// setAttrs gives the open file f, written at path, a's mode and owner; f is closed if it fails.
+func setAttrs(fsys afero.Fs, f afero.File, path string, a Attrs) error {
 	if err := fsys.Chmod(path, a.Mode); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot set mode of %s: %w", path, err)
@@ -79,13 +98,6 @@ func Commit(fsys afero.Fs, f afero.File, path string, a Attrs) error {
 			f.Close()
 			return err
 		}
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("cannot close %s: %w", path, err)
 	}
 	return nil
 }

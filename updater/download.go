@@ -71,23 +71,26 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	if err := e.Fs.MkdirAll(rec.StagingDir, 0o700); err != nil {
 		return nil, &localError{fmt.Errorf("cannot create staging directory %s: %w", rec.StagingDir, err)}
 	}
-	progress := e.progressFor(p)
-	if progress != nil {
-		defer progress.Done()
+	sh := &stageShared{progress: e.progressFor(p), turns: make(chan struct{}, 1), syncs: fsutil.NewSyncer()}
+	if sh.progress != nil {
+		defer sh.progress.Done()
 	}
 	// Each job writes only its own entry; they are read after every job is done.
 	got := make([]verified, len(p.Changes))
-	turns := make(chan struct{}, 1) // large decodes take turns (see bigDecode)
 	order := costliestFirst(p.Changes)
 	e.notify(fmt.Sprintf("downloading 0/%d files", len(p.Changes)))
 	err := runParallel(ctx, max(e.Config.Parallel, 1), len(p.Changes), func(ctx context.Context, j int) error {
 		i := order[j]
-		v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], progress, turns)
+		v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], sh)
 		got[i] = v
 		return err
 	}, func(done int) {
 		e.notify(fmt.Sprintf("downloading %d/%d files", done, len(p.Changes)))
 	})
+	// Every file handed to the syncer is closed by now, whatever failed.
+	if serr := sh.syncs.Wait(); err == nil && serr != nil {
+		err = &localError{serr}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +110,13 @@ func costliestFirst(changes []Change) []int {
 	}
 	sort.SliceStable(order, func(a, b int) bool { return changes[order[a]].Cost() > changes[order[b]].Cost() })
 	return order
+}
+
+// stageShared is what the stagings of one run share.
+type stageShared struct {
+	progress Progress       // or nil
+	turns    chan struct{}  // large decodes take turns (see bigDecode)
+	syncs    *fsutil.Syncer // fsyncs verified staging files off the download's path
 }
 
 // runParallel runs job for each of 0..n-1 on workers goroutines. The first error cancels the
@@ -166,7 +176,7 @@ func (e *Engine) progressFor(p *Plan) Progress {
 
 // stageOne produces one verified staging file from the cheapest source that works (see
 // stageFromSources), each fetch tried up to Retries times.
-func (e *Engine) stageOne(ctx context.Context, log *logrus.Entry, l *layout, staged, baseURL string, c *Change, progress Progress, turns chan struct{}) (verified, error) {
+func (e *Engine) stageOne(ctx context.Context, log *logrus.Entry, l *layout, staged, baseURL string, c *Change, sh *stageShared) (verified, error) {
 	if c.Local {
 		return e.stageLocal(l, staged, c)
 	}
@@ -177,11 +187,11 @@ func (e *Engine) stageOne(ctx context.Context, log *logrus.Entry, l *layout, sta
 		return e.withRetries(ctx, log, c, src, func() (verified, error) {
 			switch {
 			case src.Kind != SourceFile:
-				return e.decodeTo(ctx, l, u, staged, c, src, progress, turns)
+				return e.decodeTo(ctx, l, u, staged, c, src, sh)
 			case c.Resume:
-				return e.fetchResumable(ctx, l, u, staged, c, progress)
+				return e.fetchResumable(ctx, l, u, staged, c, sh.progress)
 			default:
-				return e.fetchTo(ctx, u, staged, c, progress)
+				return e.fetchTo(ctx, u, staged, c, sh)
 			}
 		})
 	})
@@ -217,12 +227,12 @@ func (e *Engine) withRetries(ctx context.Context, log *logrus.Entry, c *Change, 
 
 // fetchTo streams url into staged, hashing as it goes; the staged file is truncated on every try,
 // so the one that stays is always the last, verified one.
-func (e *Engine) fetchTo(ctx context.Context, url, staged string, c *Change, progress Progress) (verified, error) {
+func (e *Engine) fetchTo(ctx context.Context, url, staged string, c *Change, sh *stageShared) (verified, error) {
 	limit := c.File.Size
 	if limit < 0 {
 		limit = MaxLegacyFileSize
 	}
-	src, w, done, err := e.openStream(ctx, url, limit, staged, progress)
+	src, w, done, err := e.openStream(ctx, url, limit, staged, sh.progress)
 	if err != nil {
 		return verified{}, err
 	}
@@ -242,7 +252,7 @@ func (e *Engine) fetchTo(ctx context.Context, url, staged string, c *Change, pro
 	}
 	// Mode and owner first, so the fsync makes them durable with the content and the rename into
 	// place is all that remains.
-	if err := w.Commit(stagedAttrs(c)); err != nil {
+	if err := w.CommitVia(stagedAttrs(c), sh.syncs); err != nil {
 		return verified{}, &localError{err}
 	}
 	return got, nil

@@ -124,7 +124,7 @@ func (e *Engine) stageFromSources(ctx context.Context, log *logrus.Entry, baseUR
 
 // decodeTo fetches a compressed object or delta from u and decodes it into staged, verified on
 // both sides (see package delta). Decodes of large files take turns.
-func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *Change, src Source, progress Progress, turns chan struct{}) (verified, error) {
+func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *Change, src Source, sh *stageShared) (verified, error) {
 	var base []byte
 	if src.Kind == SourceDelta {
 		var err error
@@ -132,15 +132,15 @@ func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *C
 			return verified{}, err
 		}
 	}
-	if c.File.Size+int64(len(base)) > bigDecode && turns != nil {
+	if c.File.Size+int64(len(base)) > bigDecode && sh.turns != nil {
 		select {
-		case turns <- struct{}{}:
-			defer func() { <-turns }()
+		case sh.turns <- struct{}{}:
+			defer func() { <-sh.turns }()
 		case <-ctx.Done():
 			return verified{}, ctx.Err()
 		}
 	}
-	r, w, done, err := e.openStream(ctx, u, src.Want.Size, staged, progress)
+	r, w, done, err := e.openStream(ctx, u, src.Want.Size, staged, sh.progress)
 	if err != nil {
 		return verified{}, err
 	}
@@ -155,7 +155,7 @@ func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *C
 	case err != nil:
 		return verified{}, err
 	}
-	if err := w.Commit(stagedAttrs(c)); err != nil {
+	if err := w.CommitVia(stagedAttrs(c), sh.syncs); err != nil {
 		return verified{}, &localError{err}
 	}
 	return verified{sha256: w.SHA256(), size: w.Size()}, nil

@@ -366,7 +366,7 @@ func TestChangedBaseFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	staged := stateDir + "/staged"
-	if _, err := e.stageOne(context.Background(), logrus.NewEntry(e.Log), l, staged, s.URL+"/"+m2.BaseURL, c, nil, nil); err != nil {
+	if _, err := e.stageOne(context.Background(), logrus.NewEntry(e.Log), l, staged, s.URL+"/"+m2.BaseURL, c, &stageShared{}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := afero.ReadFile(fsys, staged)
