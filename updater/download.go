@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"path/filepath"
 	"sort"
@@ -237,8 +238,15 @@ func (e *Engine) fetchTo(ctx context.Context, url, staged string, c *Change, sh 
 		return verified{}, err
 	}
 	defer done()
-	hm := md5.New()
-	if _, err := copyChunks(io.MultiWriter(w, hm), src); err != nil {
+	// Only a legacy manifest (md5, no sha256) needs the md5: hashing every byte twice costs a
+	// fresh install of 128 MiB ~0.2 s of CPU for nothing.
+	var hm hash.Hash
+	dst := io.Writer(w)
+	if c.File.SHA256 == "" {
+		hm = md5.New()
+		dst = io.MultiWriter(w, hm)
+	}
+	if _, err := copyChunks(dst, src); err != nil {
 		return verified{}, err
 	}
 	got := verified{sha256: w.SHA256(), size: w.Size()}
