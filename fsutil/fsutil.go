@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -414,26 +413,18 @@ func Mkdir(fsys afero.Fs, p string, perm os.FileMode) error {
 	return nil
 }
 
-// SyncDirs fsyncs every directory in dirs that still exists, deepest first.
+// SyncDirs fsyncs every directory in dirs that still exists, many at once (see Syncer): an
+// update that adds files to 100 directories waits for one round of their syncs, not 100.
 func SyncDirs(fsys afero.Fs, dirs map[string]bool) error {
-	list := make([]string, 0, len(dirs))
+	s := NewSyncer()
 	for d := range dirs {
-		list = append(list, d)
-	}
-	sort.Slice(list, func(i, j int) bool {
-		if len(list[i]) != len(list[j]) {
-			return len(list[i]) > len(list[j])
-		}
-		return list[i] < list[j]
-	})
-	for _, d := range list {
-		fi, err := Lstat(fsys, d)
-		if errors.Is(err, os.ErrNotExist) || err == nil && !fi.IsDir() {
-			continue
-		}
-		if err := SyncDir(fsys, d); err != nil {
-			return err
+		s.jobs <- func() error {
+			fi, err := Lstat(fsys, d)
+			if errors.Is(err, os.ErrNotExist) || err == nil && !fi.IsDir() {
+				return nil
+			}
+			return SyncDir(fsys, d)
 		}
 	}
-	return nil
+	return s.Wait()
 }

@@ -147,3 +147,34 @@ func TestSyncerReportsAFailedSyncAndStillClosesEveryFile(t *testing.T) {
 		t.Error("/s/7 counts as synced")
 	}
 }
+
+func TestSyncDirsSyncsEveryDirectoryThatExists(t *testing.T) {
+	fsys := newSyncLog()
+	dirs := map[string]bool{"/gone": true}
+	for i := range 3 * SyncWorkers {
+		d := fmt.Sprintf("/i/d%d", i)
+		dirs[d] = true
+		if err := fsys.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := afero.WriteFile(fsys.Fs, "/i/file", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dirs["/i/file"] = true // a directory a file has taken the place of: nothing to sync
+	if err := SyncDirs(fsys, dirs); err != nil {
+		t.Fatal(err)
+	}
+	if len(fsys.closed) != 3*SyncWorkers {
+		t.Fatalf("%d directories synced and closed, want %d", len(fsys.closed), 3*SyncWorkers)
+	}
+	for d, afterSync := range fsys.closed {
+		if !afterSync || !strings.HasPrefix(d, "/i/d") {
+			t.Errorf("%s: closed after a sync %v", d, afterSync)
+		}
+	}
+	fsys.failSync = "/i/d5"
+	if err := SyncDirs(fsys, dirs); !errors.Is(err, errSyncFailed) || !strings.Contains(err.Error(), "/i/d5") {
+		t.Fatalf("SyncDirs = %v, want the failed sync of /i/d5", err)
+	}
+}
