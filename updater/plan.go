@@ -262,7 +262,7 @@ func (e *Engine) plan(ctx context.Context, l *layout, next, installed *manifest.
 		}
 	}
 	found := len(p.Installed)
-	if err := e.planRemoves(l, in, p, next, installed, idx); err != nil {
+	if err := e.planRemoves(l, in, p, installed, dropped, idx); err != nil {
 		return nil, err
 	}
 	forgetOthers(p, next, dropped, found)
@@ -317,18 +317,18 @@ func (e *Engine) matchInstalled(p *Plan, c *Change, r *manifest.File, target str
 	return false, nil
 }
 
-// planRemoves adds to p the files installed lists, next does not, and that are there: they are
+// planRemoves adds to p the files installed lists and next does not (dropped), and that are there: they are
 // removed, and so looked at (only these, of the files not in next: trusted from idx, else
 // hashed) because their content enters the snapshot store. They are not in the new index. Their
 // content is offered as a base (chooseSources): a file that moved (libdns-1.0.so to
 // libdns-1.1.so) has its delta from the old name's.
-func (e *Engine) planRemoves(l *layout, in *fsutil.Inspector, p *Plan, next, installed *manifest.Manifest, idx *statindex.Index) error {
+func (e *Engine) planRemoves(l *layout, in *fsutil.Inspector, p *Plan, installed *manifest.Manifest, dropped map[string]bool, idx *statindex.Index) error {
 	if installed == nil {
 		return nil
 	}
 	gone := statindex.New("")
 	for _, f := range installed.Files {
-		if _, keep := next.Lookup(f.Name); keep {
+		if !dropped[f.Name] {
 			continue
 		}
 		exists, fi, err := in.CheckPath(f.Name)
