@@ -473,8 +473,9 @@ func (m *machine) settled(st statusDoc) string {
 
 // storeDamage lists what is wrong with the snapshot stores: content a kept snapshot put into
 // the store that is neither there nor in the install (a rollback moves an object back when no
-// other snapshot names it), an object no snapshot names, an interrupted restore's copies, or an
-// installed file that is the same inode as an object.
+// other snapshot names it), an object no snapshot names, an interrupted restore's copies, the
+// marker of an interrupted change not cleared by the collect after it, or an installed file
+// that is the same inode as an object.
 func (m *machine) storeDamage() []string {
 	var out []string
 	for _, dir := range []string{filepath.Join(m.state, "snapshots"), filepath.Join(m.install, ".sdupdate", "snapshots")} {
@@ -488,18 +489,12 @@ func (m *machine) storeDamage() []string {
 			if err != nil {
 				continue
 			}
-			var rec struct {
-				Files []struct {
-					Name   string `json:"name"`
-					SHA256 string `json:"sha256"`
-					Stored bool   `json:"stored"`
-				} `json:"files"`
-			}
-			if err := json.Unmarshal(data, &rec); err != nil {
+			files, err := recordFiles(data)
+			if err != nil {
 				out = append(out, fmt.Sprintf("snapshot %s: %v", en.Name(), err))
 				continue
 			}
-			for _, f := range rec.Files {
+			for _, f := range files {
 				named[f.SHA256] = true
 				if _, err := os.Stat(filepath.Join(dir, "objects", f.SHA256)); !f.Stored || err == nil {
 					continue
@@ -512,6 +507,11 @@ func (m *machine) storeDamage() []string {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "restoring")); err == nil {
 			out = append(out, "an interrupted restore's copies are left in "+dir)
+		}
+		// The marker of a change cut short goes with the collect that follows it; left, it
+		// would make every later command read every record.
+		if _, err := os.Stat(filepath.Join(dir, "collect-pending")); err == nil {
+			out = append(out, "collect-pending is left in "+dir+" after recovery")
 		}
 		objs, _ := os.ReadDir(filepath.Join(dir, "objects"))
 		inodes := map[uint64]string{}
@@ -539,6 +539,38 @@ func (m *machine) storeDamage() []string {
 		})
 	}
 	return out
+}
+
+// recordedFile is what storeDamage reads of each file of a record.
+type recordedFile struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Stored bool   `json:"stored"`
+}
+
+// recordFiles reads the files of a record.json as its format lays it out: JSON Lines, a head
+// (whose "files" counts them), the objects, the directories, then one line per file.
+func recordFiles(data []byte) ([]recordedFile, error) {
+	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+	var head struct {
+		Files int `json:"files"`
+	}
+	if len(lines) < 3 {
+		return nil, fmt.Errorf("%d lines, want at least 3", len(lines))
+	}
+	if err := json.Unmarshal(lines[0], &head); err != nil {
+		return nil, fmt.Errorf("head: %v", err)
+	}
+	if head.Files != len(lines)-3 {
+		return nil, fmt.Errorf("head says %d files, %d lines follow", head.Files, len(lines)-3)
+	}
+	files := make([]recordedFile, head.Files)
+	for i, line := range lines[3:] {
+		if err := json.Unmarshal(line, &files[i]); err != nil {
+			return nil, fmt.Errorf("file %d: %v", i+1, err)
+		}
+	}
+	return files, nil
 }
 
 func otherThan(versions map[string]string, v string) string {

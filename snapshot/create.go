@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -37,12 +36,13 @@ type Spec struct {
 //
 // Steps:
 //  1. check the spec (nothing written yet);
-//  2. make Dir/<id>/ and Dir/objects/;
+//  2. make Dir/collect-pending durable, then Dir/<id>/ and Dir/objects/;
 //  3. per leaving file, checking ctx between files: hard-link it into objects/<sha256> unless
 //     that object exists already (a copy, verified while copying, where links are impossible);
 //  4. record the owner and mode of every directory holding managed files;
 //  5. write the manifest's exact bytes, fsync every directory touched;
-//  6. write record.json last, atomically: only now is the snapshot complete.
+//  6. write record.json last, atomically: only now is the snapshot complete; remove
+//     Dir/collect-pending, unless an earlier change left it for Cleanup.
 //
 // On failure the snapshot directory and the objects this call added are removed; if even that
 // fails (or the process dies), the snapshot stays incomplete and is never used, and Cleanup
@@ -54,8 +54,12 @@ func (s *Store) Create(ctx context.Context, spec Spec) (*Meta, error) {
 	}
 	c := &creation{s: s, m: m, sync: map[string]bool{}}
 	if err := c.run(ctx, leaving, spec.Manifest); err != nil {
+		// The marker stays: should undo miss an object, Cleanup collects it.
 		c.undo()
 		return nil, fmt.Errorf("cannot create snapshot %s: %w", spec.ID, err)
+	}
+	if !c.owed {
+		s.clearPending()
 	}
 	if len(spec.Manifest) > 0 {
 		m.Manifest = append([]byte(nil), spec.Manifest...)
@@ -98,6 +102,7 @@ type creation struct {
 	sync    map[string]bool // directories to fsync
 	added   []string        // objects this creation made
 	snapDir string          // set once made: removed on failure
+	owed    bool            // the marker was there before: an earlier change's collect is owed
 }
 
 func (c *creation) run(ctx context.Context, leaving []int, manifest []byte) error {
@@ -106,6 +111,12 @@ func (c *creation) run(ctx context.Context, leaving []int, manifest []byte) erro
 		return err
 	}
 	if err := c.ensureDir(s.Dir); err != nil {
+		return err
+	}
+	// Made durable before the first object is linked, so that a crash from now on is
+	// followed by a collect.
+	var err error
+	if c.owed, err = s.markPending(); err != nil {
 		return err
 	}
 	if err := c.makeSnapDir(); err != nil {
@@ -143,11 +154,11 @@ func (c *creation) run(ctx context.Context, leaving []int, manifest []byte) erro
 // writeRecord replaces m's record.json atomically (manifest kept apart, see Meta).
 func (s *Store) writeRecord(m *Meta) error {
 	m.Format, m.Legacy = recordFormat, false
-	data, err := json.MarshalIndent(m, "", "  ")
+	data, err := encodeRecord(m)
 	if err != nil {
 		return fmt.Errorf("cannot encode the record of snapshot %s: %w", m.ID, err)
 	}
-	return fsutil.WriteFileAtomic(s.Fs, filepath.Join(s.snapDir(m.ID), recordFile), append(data, '\n'), 0o600)
+	return fsutil.WriteFileAtomic(s.Fs, filepath.Join(s.snapDir(m.ID), recordFile), data, 0o600)
 }
 
 // ensureDir makes the store's directory p (0700) if it is missing, with its parents: it is our

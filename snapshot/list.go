@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/spf13/afero"
 
@@ -28,29 +29,74 @@ type Summary struct {
 	Complete bool
 }
 
-// readRecord loads Dir/<id>/record.json, or the legacy meta.json when there is no record. It
-// returns an error wrapping os.ErrNotExist when the snapshot is absent or incomplete, and
-// ErrCorrupt when what it finds does not describe a sound snapshot.
-func (s *Store) readRecord(id string) (*Meta, error) {
-	p := filepath.Join(s.snapDir(id), recordFile)
-	data, err := afero.ReadFile(s.Fs, p)
-	legacy := errors.Is(err, os.ErrNotExist)
+// readRecordFile reads Dir/<id>/record.json, or the legacy meta.json when there is no record.
+// It returns an error wrapping os.ErrNotExist when the snapshot is absent or incomplete.
+func (s *Store) readRecordFile(id string) (data []byte, p string, legacy bool, err error) {
+	p = filepath.Join(s.snapDir(id), recordFile)
+	data, err = afero.ReadFile(s.Fs, p)
+	legacy = errors.Is(err, os.ErrNotExist)
 	if legacy {
 		p = filepath.Join(s.snapDir(id), legacyMetaFile)
 		data, err = afero.ReadFile(s.Fs, p)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", p, err)
+		return nil, p, legacy, fmt.Errorf("cannot read %s: %w", p, err)
 	}
+	return data, p, legacy, nil
+}
+
+// readRecord loads snapshot id whole. It returns an error wrapping os.ErrNotExist when the
+// snapshot is absent or incomplete, and ErrCorrupt when what it finds does not describe a sound
+// snapshot.
+func (s *Store) readRecord(id string) (*Meta, error) {
+	data, p, legacy, err := s.readRecordFile(id)
+	if err != nil {
+		return nil, err
+	}
+	var m *Meta
+	if !legacy && isFormat3(data) {
+		m, err = parseRecord(id, data)
+	} else {
+		m, err = parseDocument(id, data, legacy)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", p, err, ErrCorrupt)
+	}
+	return m, nil
+}
+
+// readEntry loads what a listing and retention need of snapshot id: its head and the objects it
+// names. A record of format 3 is hashed, not decoded; an older one is decoded whole.
+func (s *Store) readEntry(id string) (*entry, error) {
+	data, p, legacy, err := s.readRecordFile(id)
+	if err != nil {
+		return nil, err
+	}
+	if !legacy && isFormat3(data) {
+		e, err := parseEntry(id, data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", p, err, ErrCorrupt)
+		}
+		return e, nil
+	}
+	m, err := parseDocument(id, data, legacy)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", p, err, ErrCorrupt)
+	}
+	return &entry{Header: m.Header(), objects: objectsOf(m.Files)}, nil
+}
+
+// parseDocument reads a record of format 2 (one JSON document) or a legacy meta.json.
+func parseDocument(id string, data []byte, legacy bool) (*Meta, error) {
 	var m Meta
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("cannot parse %s (%v): %w", p, err, ErrCorrupt)
+		return nil, fmt.Errorf("cannot parse it (%v)", err)
 	}
-	if !legacy && m.Format != recordFormat {
-		return nil, fmt.Errorf("%s has format %d, this sdupdate knows %d: %w", p, m.Format, recordFormat, ErrCorrupt)
+	if !legacy && m.Format != recordFormatJSON {
+		return nil, fmt.Errorf("it has format %d, this sdupdate knows %d and %d", m.Format, recordFormatJSON, recordFormat)
 	}
 	if err := checkMeta(id, &m); err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", p, err, ErrCorrupt)
+		return nil, err
 	}
 	m.Legacy = legacy
 	if legacy {
@@ -80,47 +126,92 @@ func (s *Store) ids() ([]string, error) {
 	return out, nil
 }
 
-// records reads every complete snapshot, newest first (by Created, then ID). A snapshot that
-// cannot be read is reported in err (wrapping ErrCorrupt), while the slice still holds every
-// readable one.
+// records reads every complete snapshot whole, newest first (by Created, then ID). A snapshot
+// that cannot be read is reported in err (wrapping ErrCorrupt), while the slice still holds
+// every readable one.
 func (s *Store) records() ([]Meta, error) {
-	return s.readEach(func(string) (bool, error) { return true, nil })
+	metas, err := readEach(s, func(string) (bool, error) { return true, nil }, s.readRecord)
+	sortNewestFirst(metas, func(m *Meta) (time.Time, string) { return m.Created, m.ID })
+	return metas, err
 }
 
-// readEach is records for the snapshots that want admits; want is asked before a record is read.
-func (s *Store) readEach(want func(id string) (bool, error)) ([]Meta, error) {
+// readEach reads, with read, the snapshots that want admits; want is asked before a record is
+// read. A snapshot that is absent or incomplete is skipped.
+func readEach[T any](s *Store, want func(id string) (bool, error), read func(id string) (*T, error)) ([]T, error) {
 	ids, err := s.ids()
 	if err != nil {
 		return nil, err
 	}
-	out := []Meta{}
+	out := []T{}
 	var errs []error
 	for _, id := range ids {
 		ok, err := want(id)
 		if err == nil && ok {
-			var m *Meta
-			if m, err = s.readRecord(id); err == nil {
-				out = append(out, *m)
+			var v *T
+			if v, err = read(id); err == nil {
+				out = append(out, *v)
 			}
 		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) { // not there: incomplete
 			errs = append(errs, err)
 		}
 	}
-	sortNewestFirst(out)
 	if len(errs) > 0 {
 		return out, fmt.Errorf("cannot read every snapshot in %s: %w", s.Dir, errors.Join(errs...))
 	}
 	return out, nil
 }
 
-// sortNewestFirst orders snapshots by Created, then ID, newest first.
-func sortNewestFirst(metas []Meta) {
-	sort.Slice(metas, func(i, j int) bool {
-		if !metas[i].Created.Equal(metas[j].Created) {
-			return metas[i].Created.After(metas[j].Created)
+// Catalog is what the records of one store say, each read once and none decoded whole: the
+// complete snapshots, newest first, and the objects each names.
+type Catalog struct {
+	Snapshots []Header
+	objects   map[string][]string // by id
+}
+
+// Catalog reads the head and objects of every complete snapshot: what choosing a rollback
+// target or the snapshots to prune needs, at a small part of the cost of List. A snapshot that
+// cannot be read (its record damaged anywhere) is reported in err, wrapping ErrCorrupt, while
+// the Catalog still holds every readable one.
+func (s *Store) Catalog() (*Catalog, error) {
+	entries, err := readEach(s, func(string) (bool, error) { return true, nil }, s.readEntry)
+	if entries == nil {
+		return nil, err
+	}
+	sortNewestFirst(entries, func(e *entry) (time.Time, string) { return e.Created, e.ID })
+	c := &Catalog{Snapshots: make([]Header, 0, len(entries)), objects: make(map[string][]string, len(entries))}
+	for _, e := range entries {
+		c.Snapshots = append(c.Snapshots, e.Header)
+		c.objects[e.ID] = e.objects
+	}
+	return c, err
+}
+
+// Objects returns the content snapshot id names, each sha256 once, sorted; nil when c does not
+// hold it.
+func (c *Catalog) Objects(id string) []string {
+	objs, _ := c.objectsOf(id)
+	return objs
+}
+
+// objectsOf returns the objects snapshot id names, and whether c holds it; c may be nil.
+func (c *Catalog) objectsOf(id string) ([]string, bool) {
+	if c == nil {
+		return nil, false
+	}
+	objs, ok := c.objects[id]
+	return objs, ok
+}
+
+// sortNewestFirst orders snapshots by Created, then ID, newest first; key gives both.
+func sortNewestFirst[T any](list []T, key func(*T) (time.Time, string)) {
+	sort.Slice(list, func(i, j int) bool {
+		ci, idi := key(&list[i])
+		cj, idj := key(&list[j])
+		if !ci.Equal(cj) {
+			return ci.After(cj)
 		}
-		return metas[i].ID > metas[j].ID
+		return idi > idj
 	})
 }
 

@@ -149,13 +149,16 @@ const (
 // decide works out, per file of the snapshot, where its recorded content is. It reads an
 // installed file only when its stamp cannot vouch for it and the store has no object for it.
 func (s *Store) decide(ctx context.Context, p *restorePlan, res *Restored) ([]action, error) {
-	refs, err := s.references()
+	refs, err := s.references(p.meta.ID)
 	unknown := 0 // a snapshot that cannot be read may name any object: none is moved then
 	if errors.Is(err, ErrCorrupt) && refs != nil {
 		unknown, err = 1, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	for _, f := range p.meta.Files { // and the snapshot's own files, each
+		refs[f.SHA256]++
 	}
 	acts := make([]action, len(p.meta.Files))
 	for i, f := range p.meta.Files {
@@ -232,20 +235,24 @@ func (s *Store) stagedPath(i int) string {
 	return filepath.Join(s.Dir, restoringDir, fmt.Sprintf("%06d", i))
 }
 
-// references counts, per sha256, the files of every complete snapshot that name it. A
-// snapshot that cannot be read counts as naming everything: nothing is then moved.
+// references counts, per sha256, the complete snapshots other than except that name it, from
+// their records' objects lines (none is decoded whole). A snapshot that cannot be read counts
+// as naming everything: nothing is then moved.
 //
 // With such a snapshot, the counts of the readable ones come back together with the error
 // (wrapping ErrCorrupt), for a caller that can act on "at least this many".
-func (s *Store) references() (map[string]int, error) {
-	metas, err := s.records()
-	if metas == nil && err != nil {
+func (s *Store) references(except string) (map[string]int, error) {
+	c, err := s.Catalog()
+	if c == nil && err != nil {
 		return nil, fmt.Errorf("cannot tell which snapshots need which object: %w", err)
 	}
 	refs := map[string]int{}
-	for _, m := range metas {
-		for _, f := range m.Files {
-			refs[f.SHA256]++
+	for id, objs := range c.objects {
+		if id == except {
+			continue
+		}
+		for _, o := range objs {
+			refs[o]++
 		}
 	}
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/afero"
@@ -16,16 +17,56 @@ import (
 // The record goes first (and that is synced), so a crash halfway leaves an incomplete snapshot,
 // never one that looks whole but lacks objects.
 func (s *Store) Delete(id string) error {
-	if err := s.deleteRecord(id); err != nil {
-		return err
-	}
-	if err := s.collect(); err != nil {
-		return fmt.Errorf("snapshot %s deleted, but: %w", id, err)
-	}
-	return nil
+	_, err := s.DeleteSome(nil, []string{id})
+	return err
 }
 
-func (s *Store) deleteRecord(id string) error {
+// DeleteSome removes snapshots ids, as Delete does, then every object none of the others names,
+// once for all of them. The others' records are read at most once, and not at all when c, a
+// Catalog of this store read since any record in it was written, already holds them. It returns
+// the ids it removed; the error names each one it could not remove, and the others still go.
+//
+// Steps: make Dir/collect-pending durable; delete each record, then its directory; remove the
+// objects no remaining record names; remove the marker. A crash at any point leaves every
+// object a kept record names, and the marker, so the next Cleanup collects what is left over.
+func (s *Store) DeleteSome(c *Catalog, ids []string) ([]string, error) {
+	var found []string
+	var errs []error
+	for _, id := range ids {
+		if err := s.checkSnapshotDir(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		found = append(found, id)
+	}
+	if len(found) == 0 {
+		return nil, errors.Join(errs...)
+	}
+	if _, err := s.markPending(); err != nil {
+		return nil, errors.Join(append(errs, fmt.Errorf("cannot delete snapshots %s: %w", strings.Join(found, ", "), err))...)
+	}
+	var removed []string
+	for _, id := range found {
+		if err := s.deleteRecord(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, id)
+	}
+	if len(removed) == 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := s.collect(c); err != nil {
+		errs = append(errs, fmt.Errorf("snapshot %s deleted, but: %w", strings.Join(removed, ", "), err))
+	} else {
+		// Every object is named again, whatever change had left the marker.
+		s.clearPending()
+	}
+	return removed, errors.Join(errs...)
+}
+
+// checkSnapshotDir refuses an id that names no snapshot directory.
+func (s *Store) checkSnapshotDir(id string) error {
 	if err := checkID(id); err != nil {
 		return fmt.Errorf("cannot delete snapshot: unknown snapshot %q: %w", id, ErrNotFound)
 	}
@@ -40,6 +81,12 @@ func (s *Store) deleteRecord(id string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("cannot delete snapshot %s: %s is not a directory: %w", id, dir, ErrNotFound)
 	}
+	return nil
+}
+
+// deleteRecord removes snapshot id, whose directory checkSnapshotDir found: its record first.
+func (s *Store) deleteRecord(id string) error {
+	dir := s.snapDir(id)
 	for _, f := range []string{recordFile, legacyMetaFile} {
 		if err := s.Fs.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("cannot delete snapshot %s: %w", id, err)
@@ -58,18 +105,14 @@ func (s *Store) deleteRecord(id string) error {
 }
 
 // collect removes every object that no complete snapshot names, and temporary files a crash
-// left among the objects. It removes nothing when a snapshot cannot be read. Call it only under
-// the sdupdate lock: a Create running meanwhile has objects its record does not name yet.
-func (s *Store) collect() error {
-	metas, err := s.records()
+// left among the objects. What each snapshot names comes from c when it holds that snapshot
+// (c may be nil), else from its record, read once. It removes nothing when a snapshot cannot be
+// read. Call it only under the sdupdate lock: a Create running meanwhile has objects its record
+// does not name yet.
+func (s *Store) collect(c *Catalog) error {
+	needed, err := s.needed(c)
 	if err != nil {
 		return fmt.Errorf("cannot tell which objects are still needed, so none was removed: %w", err)
-	}
-	needed := map[string]bool{}
-	for _, m := range metas {
-		for _, f := range m.Files {
-			needed[f.SHA256] = true
-		}
 	}
 	dir := filepath.Join(s.Dir, objectsDir)
 	entries, err := afero.ReadDir(s.Fs, dir)
@@ -82,7 +125,7 @@ func (s *Store) collect() error {
 	var errs []error
 	removed := false
 	for _, e := range entries {
-		if needed[e.Name()] || (checkSum(e.Name()) != nil && !fsutil.IsTempName(e.Name())) {
+		if _, ok := needed[e.Name()]; ok || (checkSum(e.Name()) != nil && !fsutil.IsTempName(e.Name())) {
 			continue
 		}
 		if err := s.Fs.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -99,10 +142,81 @@ func (s *Store) collect() error {
 	return errors.Join(errs...)
 }
 
+// needed returns the objects some complete snapshot names, from c where it holds the snapshot.
+func (s *Store) needed(c *Catalog) (map[string]struct{}, error) {
+	ids, err := s.ids()
+	if err != nil {
+		return nil, err
+	}
+	needed := map[string]struct{}{}
+	var errs []error
+	for _, id := range ids {
+		objs, ok := c.objectsOf(id)
+		if !ok {
+			e, err := s.readEntry(id)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // incomplete: its objects are named by no record
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			objs = e.objects
+		}
+		for _, o := range objs {
+			needed[o] = struct{}{}
+		}
+	}
+	return needed, errors.Join(errs...)
+}
+
+// markPending makes Dir/collect-pending durable before objects are added or removed. It
+// reports whether the marker was there already: an earlier change was cut short, or its
+// collect failed, and a collect is still owed.
+func (s *Store) markPending() (bool, error) {
+	p := filepath.Join(s.Dir, pendingFile)
+	if _, err := fsutil.Lstat(s.Fs, p); err == nil {
+		return true, nil
+	}
+	f, err := s.Fs.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("cannot create %s: %w", p, err)
+	}
+	_, err = f.WriteString("objects are being added or removed; if this stays, a crash cut that short and the next sdupdate command removes the objects no snapshot names\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsutil.SyncDir(s.Fs, s.Dir)
+	}
+	if err != nil {
+		return false, fmt.Errorf("cannot write %s: %w", p, err)
+	}
+	return false, nil
+}
+
+// clearPending removes the marker once every object is named. Failing costs the next Cleanup a
+// collect, nothing more, so the error is dropped; nor is the removal synced.
+func (s *Store) clearPending() {
+	_ = s.Fs.Remove(filepath.Join(s.Dir, pendingFile))
+}
+
+// collectOwed reports whether a change was cut short (or its collect failed): the marker is
+// there, or cannot be looked at.
+func (s *Store) collectOwed() bool {
+	_, err := fsutil.Lstat(s.Fs, filepath.Join(s.Dir, pendingFile))
+	return !errors.Is(err, os.ErrNotExist)
+}
+
 // Cleanup removes what crashes left: incomplete snapshots (a directory with no record), the
-// remains of a conversion, copies of an interrupted Restore, and objects no snapshot names. It
-// returns the ids of the incomplete snapshots it removed. Call it only under the sdupdate lock,
-// when no Create or Restore is under way.
+// remains of a conversion, copies of an interrupted Restore, and objects no snapshot names —
+// looked for only when the collect-pending marker (or an incomplete snapshot) says a change of
+// the objects was cut short, so that after a run that was not, no record is read. It returns
+// the ids of the incomplete snapshots it removed. Call it only under the sdupdate lock, when no
+// Create or Restore is under way.
 func (s *Store) Cleanup() ([]string, error) {
 	ids, err := s.ids()
 	if err != nil {
@@ -127,8 +241,12 @@ func (s *Store) Cleanup() ([]string, error) {
 			errs = append(errs, err)
 		}
 	}
-	if err := s.collect(); err != nil {
-		errs = append(errs, err)
+	if len(removed) > 0 || s.collectOwed() {
+		if err := s.collect(nil); err != nil {
+			errs = append(errs, err)
+		} else {
+			s.clearPending()
+		}
 	}
 	return removed, errors.Join(errs...)
 }
@@ -179,7 +297,12 @@ func (s *Store) Unshare(names []string) error {
 	if err != nil || len(linked) == 0 {
 		return err
 	}
-	refs, err := s.references()
+	refs, err := s.references("")
+	if err != nil {
+		return err
+	}
+	// A copy is made under a temporary name among the objects: a crash leaves it for Cleanup.
+	owed, err := s.markPending()
 	if err != nil {
 		return err
 	}
@@ -207,6 +330,9 @@ func (s *Store) Unshare(names []string) error {
 	}
 	if err := fsutil.SyncDir(s.Fs, dir); err != nil {
 		errs = append(errs, err)
+	}
+	if len(errs) == 0 && !owed {
+		s.clearPending()
 	}
 	return errors.Join(errs...)
 }

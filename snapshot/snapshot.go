@@ -17,8 +17,12 @@
 //	│   ├── manifest                   the installed manifest's exact bytes (absent when none)
 //	│   └── record.json                written last: version, each file's name, sha256, size,
 //	│                                  mode, owner and stat stamp, each managed directory's owner
-//	│                                  and mode; a snapshot without it is incomplete
+//	│                                  and mode; a snapshot without it is incomplete. JSON Lines:
+//	│                                  a head to list it by, the objects it names, then the rest
+//	│                                  (record.go)
 //	├── restoring/                     copies verified by a Restore in progress
+//	├── collect-pending                present while objects are added or removed: a crash then
+//	│                                  may leave objects no record names, for Cleanup to collect
 //	└── 20261126T080000Z-1.1.0-77b01e/
 //
 // Restore puts back, for each file of the record, whichever holds its recorded content: the
@@ -30,7 +34,11 @@
 //
 // Retention is by reference: deleting a record removes every object no remaining record names.
 // Records are written last and deleted first, so a crash never leaves a record naming an object
-// that retention removed.
+// that retention removed. Which objects the others name is read from each record's objects
+// line, verified by the sha256 in its head, without decoding its files. Before any object is
+// added or removed the collect-pending marker is made durable, and it goes once every object is
+// named again: a crash in between leaves objects no record names, and the marker tells Cleanup
+// to collect them. Otherwise Cleanup reads no record at all.
 //
 // Snapshots of the earlier layout (<id>/meta.json with hard links in <id>/files/) are listed as
 // they are and converted to this one (Upgrade) before they are restored or pruned.
@@ -71,7 +79,10 @@ const (
 	manifestFile = "manifest"
 	objectsDir   = "objects"
 	restoringDir = "restoring"
-	recordFormat = 2
+	pendingFile  = "collect-pending"
+	recordFormat = 3 // JSON Lines, see record.go
+	// recordFormatJSON is the format before: one JSON document, Meta itself. Still read.
+	recordFormatJSON = 2
 )
 
 // Stamp is what stat said about an installed file when its content was hashed. A file that
@@ -222,7 +233,7 @@ func idChar(r rune) bool {
 // checkID refuses an id that could name anything but a snapshot directly in Dir (a user may type
 // one with `sdupdate rollback --to`); the store's own directories are not ids either.
 func checkID(id string) error {
-	if id == "" || len(id) > 128 || id[0] == '.' || id[0] == '-' || id == objectsDir || id == restoringDir {
+	if id == "" || len(id) > 128 || id[0] == '.' || id[0] == '-' || id == objectsDir || id == restoringDir || id == pendingFile {
 		return fmt.Errorf("%q is not a snapshot id", id)
 	}
 	for _, r := range id {

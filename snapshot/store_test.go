@@ -281,12 +281,24 @@ func TestDeleteCrashNeverLosesANeededObject(t *testing.T) {
 			t.Fatal(err)
 		}
 		objs, _ := e.store.objects()
+		named := map[string]bool{}
 		for _, s := range list {
 			for _, f := range s.Files {
+				named[f.SHA256] = true
 				if _, ok := objs[f.SHA256]; f.Stored && !ok {
 					t.Fatalf("crash after %d changes: kept snapshot %s lost the object of %s", n, s.ID, f.Name)
 				}
 			}
+		}
+		// A crash after the directory went and before the objects did leaves no trace of the
+		// snapshot but the marker: Cleanup must still have collected its object.
+		for sum := range objs {
+			if !named[sum] {
+				t.Fatalf("crash after %d changes: object %s is left, named by no snapshot", n, sum)
+			}
+		}
+		if ok, _ := afero.Exists(e.fs, filepath.Join(e.store.Dir, pendingFile)); ok {
+			t.Fatalf("crash after %d changes: Cleanup left the marker", n)
 		}
 		for _, id := range []string{ids[2], ids[0]} {
 			if res, err := e.store.Restore(ctx, id, v1Names); err != nil || len(res.ModifiedLocally) > 0 {

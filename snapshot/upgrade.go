@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/sdupdate/sdupdate/fsutil"
 )
@@ -41,7 +42,7 @@ func (s *Store) Upgrade() ([]string, error) {
 // alone and never read here: reading every record whole would make a run that changes nothing
 // cost snapshots × files.
 func (s *Store) legacyRecords() ([]Meta, error) {
-	return s.readEach(func(id string) (bool, error) {
+	metas, err := readEach(s, func(id string) (bool, error) {
 		_, err := fsutil.Lstat(s.Fs, filepath.Join(s.snapDir(id), recordFile))
 		if err == nil {
 			return false, nil
@@ -50,7 +51,9 @@ func (s *Store) legacyRecords() ([]Meta, error) {
 			return true, nil
 		}
 		return false, fmt.Errorf("cannot tell the layout of snapshot %s: %w", id, err)
-	})
+	}, s.readRecord)
+	sortNewestFirst(metas, func(m *Meta) (time.Time, string) { return m.Created, m.ID })
+	return metas, err
 }
 
 // upgrade converts legacy snapshot m. Each linked file that no longer is the installed file has
@@ -61,6 +64,11 @@ func (s *Store) legacyRecords() ([]Meta, error) {
 func (s *Store) upgrade(m *Meta) error {
 	c := &creation{s: s, m: m, sync: map[string]bool{}}
 	if err := c.ensureDir(filepath.Join(s.Dir, objectsDir)); err != nil {
+		return fmt.Errorf("cannot convert snapshot %s: %w", m.ID, err)
+	}
+	// A copy into the store may be cut short under a temporary name: Cleanup's to collect.
+	var err error
+	if c.owed, err = s.markPending(); err != nil {
 		return fmt.Errorf("cannot convert snapshot %s: %w", m.ID, err)
 	}
 	dir := s.snapDir(m.ID)
@@ -74,6 +82,9 @@ func (s *Store) upgrade(m *Meta) error {
 	}
 	if err := s.writeRecord(m); err != nil {
 		return fmt.Errorf("cannot convert snapshot %s: %w", m.ID, err)
+	}
+	if !c.owed {
+		s.clearPending()
 	}
 	if err := s.dropLegacyFiles(dir); err != nil {
 		return fmt.Errorf("snapshot %s converted, but: %w", m.ID, err)

@@ -1,6 +1,7 @@
 package updater
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -345,7 +346,7 @@ func incompleteSnapshots(t *testing.T, fsys afero.Fs) []string {
 	entries, _ := afero.ReadDir(fsys, dir)
 	var out []string
 	for _, en := range entries {
-		if en.Name() == "objects" {
+		if en.Name() == "objects" || !en.IsDir() {
 			continue
 		}
 		if ok, _ := afero.Exists(fsys, filepath.Join(dir, en.Name(), "record.json")); !ok {
@@ -369,8 +370,8 @@ func storeDamage(t *testing.T, fsys afero.Fs) []string {
 		if err != nil {
 			continue
 		}
-		var m snapshot.Meta
-		if err := json.Unmarshal(data, &m); err != nil {
+		m, err := parseRecord(data)
+		if err != nil {
 			out = append(out, fmt.Sprintf("%s: %v", en.Name(), err))
 			continue
 		}
@@ -392,6 +393,32 @@ func storeDamage(t *testing.T, fsys afero.Fs) []string {
 		}
 	}
 	return out
+}
+
+// parseRecord reads a record.json as its format lays it out, apart from the snapshot
+// package's own reader: JSON Lines, a head, the objects, the directories, then one line per file.
+func parseRecord(data []byte) (*snapshot.Meta, error) {
+	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+	if len(lines) < 3 {
+		return nil, fmt.Errorf("%d lines, want at least 3", len(lines))
+	}
+	var head struct {
+		ID    string `json:"id"`
+		Files int    `json:"files"`
+	}
+	if err := json.Unmarshal(lines[0], &head); err != nil {
+		return nil, fmt.Errorf("head: %v", err)
+	}
+	if head.Files != len(lines)-3 {
+		return nil, fmt.Errorf("head says %d files, %d lines follow", head.Files, len(lines)-3)
+	}
+	m := snapshot.Meta{ID: head.ID, Files: make([]snapshot.FileMeta, head.Files)}
+	for i, line := range lines[3:] {
+		if err := json.Unmarshal(line, &m.Files[i]); err != nil {
+			return nil, fmt.Errorf("file %d: %v", i+1, err)
+		}
+	}
+	return &m, nil
 }
 
 // journalPhase is the phase the journal on fsys records, or "" when there is none.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/afero"
 
-	"github.com/sdupdate/sdupdate/snapshot"
 	"github.com/sdupdate/sdupdate/statindex"
 )
 
@@ -284,23 +283,16 @@ func TestIndexIsStillTrustedAfterPruning(t *testing.T) {
 // What pruning may have taken out of the store is the content only the pruned snapshots named;
 // a snapshot of the earlier layout linked installed files, so pruning one may have touched any.
 func TestContentOnlyInPrunedSnapshots(t *testing.T) {
-	files := func(sums ...string) []snapshot.FileMeta {
-		var out []snapshot.FileMeta
-		for _, s := range sums {
-			out = append(out, snapshot.FileMeta{Name: "f" + s, SHA256: s})
-		}
-		return out
-	}
 	x := statindex.New("")
 	for _, sum := range []string{"a", "b", "c"} {
 		x.Set("f"+sum, statindex.Stat{Size: 1}, sum)
 	}
-	pruned := []snapshot.Summary{{Meta: snapshot.Meta{ID: "old", Files: files("a", "b", "d")}}}
+	pruned := []prunedSnapshot{{objects: []string{"a", "b", "d"}}}
 	gone := contentOnlyIn(pruned, map[string]bool{"a": true, "c": true})
 	if got := strings.Join(gone.names(x), " "); got != "fb" {
 		t.Errorf("entries refreshed after pruning: %q, want only fb (a is kept by another snapshot, d is not installed)", got)
 	}
-	pruned[0].Legacy = true
+	pruned[0].legacy = true
 	if got := strings.Join(contentOnlyIn(pruned, nil).names(x), " "); got != "fa fb fc" {
 		t.Errorf("entries refreshed after pruning a legacy snapshot: %q, want all", got)
 	}

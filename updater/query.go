@@ -159,7 +159,11 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	st.Snapshots = snapshotInfos(metas)
 	st.StoreBytes = e.storeBytes(l, metas)
 	st.Findings = append(st.Findings, damaged...)
-	if p := rollbackTarget(metas, st.Version); p != nil {
+	heads := make([]snapshot.Header, 0, len(metas))
+	for i := range metas {
+		heads = append(heads, metas[i].Header())
+	}
+	if p := rollbackTarget(heads, st.Version); p != nil {
 		st.Previous = &Previous{Snapshot: p.ID, Version: p.Version, Created: p.Created}
 	}
 	if st.LastRun, err = loadLastRun(e.Fs, l.lastRun); err != nil {
@@ -204,16 +208,16 @@ func (e *Engine) unitStatus(ctx context.Context, st *Status) {
 // The snapshot taken before the very first update, of an unknown version with no managed file,
 // is never the target: rolling back to it would uninstall the agent (a second `rollback` did
 // exactly that). `rollback --to ID` still restores it for whoever means it.
-func rollbackTarget(metas []snapshot.Summary, installed string) *snapshot.Meta {
-	var candidates []*snapshot.Meta
-	for i := range metas {
-		if metas[i].Version != "" || len(metas[i].Files) > 0 {
-			candidates = append(candidates, &metas[i].Meta)
+func rollbackTarget(heads []snapshot.Header, installed string) *snapshot.Header {
+	var candidates []*snapshot.Header
+	for i := range heads {
+		if heads[i].Version != "" || heads[i].Files > 0 {
+			candidates = append(candidates, &heads[i])
 		}
 	}
-	for _, m := range candidates {
-		if m.Version != installed {
-			return m
+	for _, h := range candidates {
+		if h.Version != installed {
+			return h
 		}
 	}
 	if len(candidates) > 0 {

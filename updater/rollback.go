@@ -32,14 +32,18 @@ func (e *Engine) Rollback(ctx context.Context, to string) (*Result, error) {
 			return nil, withCode(CodeFailed, err)
 		}
 	} else {
-		metas, where, damaged := e.listSnapshots(l)
+		heads, where, _, damaged := e.catalogSnapshots(l)
 		for _, d := range damaged {
 			e.Log.Warn(d.Message)
 		}
-		if meta = rollbackTarget(metas, versionOf(installed)); meta == nil {
+		target := rollbackTarget(heads, versionOf(installed))
+		if target == nil {
 			return nil, withCode(CodeFailed, fmt.Errorf("no snapshot to roll back to in %s: snapshots are taken by `sdupdate update`", l.snapshots))
 		}
-		store = where[meta.ID]
+		store = where[target.ID]
+		if meta, err = store.Get(target.ID); err != nil {
+			return nil, withCode(CodeFailed, err)
+		}
 	}
 	runID := e.runID()
 	log := e.runLog(runID)

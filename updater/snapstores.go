@@ -103,44 +103,76 @@ func (e *Engine) storeAt(l *layout, dir string) *snapshot.Store {
 
 // listSnapshots merges every snapshot directory, newest first, with the store holding each. A
 // snapshot that cannot be read (a damaged record.json, say) is left out of the list and reported in
-// damaged: it is never a rollback target, and the others still are.
+// damaged: it is never a rollback target, and the others still are. Each record is read whole,
+// for what `status` and `snapshots` show of each snapshot (the bytes it holds, whether complete).
 func (e *Engine) listSnapshots(l *layout) ([]snapshot.Summary, map[string]*snapshot.Store, []Finding) {
-	var all []snapshot.Summary
-	var damaged []Finding
-	where := map[string]*snapshot.Store{}
-	for _, dir := range e.snapshotDirs(l) {
-		st := e.storeAt(l, dir)
+	all, where, _, damaged := mergeStores(e, l, func(st *snapshot.Store) ([]snapshot.Summary, *snapshot.Catalog, error) {
 		metas, err := st.List()
-		if err != nil {
-			damaged = append(damaged, e.unreadableSnapshots(dir, metas, err)...)
-		}
-		for _, m := range metas {
-			if _, dup := where[m.ID]; dup {
-				continue
-			}
-			where[m.ID] = st
-			all = append(all, m)
-		}
-	}
-	sort.SliceStable(all, func(i, j int) bool {
-		if !all[i].Created.Equal(all[j].Created) {
-			return all[i].Created.After(all[j].Created)
-		}
-		return all[i].ID > all[j].ID
-	})
+		return metas, nil, err
+	}, func(m *snapshot.Summary) snapshot.Header { return m.Header() })
 	return all, where, damaged
 }
 
-// unreadableSnapshots names the snapshots in dir that List could not read: complete ones (with a
-// record.json, or the meta.json of an older sdupdate) that are not among good.
-func (e *Engine) unreadableSnapshots(dir string, good []snapshot.Summary, err error) []Finding {
+// catalogSnapshots is listSnapshots for choosing snapshots (a rollback target, those to prune):
+// it reads each record's head and objects, not its files, and returns each store's Catalog too.
+func (e *Engine) catalogSnapshots(l *layout) ([]snapshot.Header, map[string]*snapshot.Store, map[*snapshot.Store]*snapshot.Catalog, []Finding) {
+	return mergeStores(e, l, func(st *snapshot.Store) ([]snapshot.Header, *snapshot.Catalog, error) {
+		c, err := st.Catalog()
+		if c == nil {
+			return nil, nil, err
+		}
+		return c.Snapshots, c, err
+	}, func(h *snapshot.Header) snapshot.Header { return *h })
+}
+
+// mergeStores lists every snapshot directory with list and merges the lists, newest first, an
+// id found twice counted once (the directory in use first).
+func mergeStores[T any](e *Engine, l *layout, list func(*snapshot.Store) ([]T, *snapshot.Catalog, error), header func(*T) snapshot.Header) (
+	[]T, map[string]*snapshot.Store, map[*snapshot.Store]*snapshot.Catalog, []Finding) {
+	var all []T
+	var damaged []Finding
+	where := map[string]*snapshot.Store{}
+	catalogs := map[*snapshot.Store]*snapshot.Catalog{}
+	for _, dir := range e.snapshotDirs(l) {
+		st := e.storeAt(l, dir)
+		items, c, err := list(st)
+		if c != nil {
+			catalogs[st] = c
+		}
+		var good []string
+		for i := range items {
+			id := header(&items[i]).ID
+			good = append(good, id)
+			if _, dup := where[id]; dup {
+				continue
+			}
+			where[id] = st
+			all = append(all, items[i])
+		}
+		if err != nil {
+			damaged = append(damaged, e.unreadableSnapshots(dir, good, err)...)
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		a, b := header(&all[i]), header(&all[j])
+		if !a.Created.Equal(b.Created) {
+			return a.Created.After(b.Created)
+		}
+		return a.ID > b.ID
+	})
+	return all, where, catalogs, damaged
+}
+
+// unreadableSnapshots names the snapshots in dir that could not be read: complete ones (with a
+// record.json, or the meta.json of an older sdupdate) whose ids are not among good.
+func (e *Engine) unreadableSnapshots(dir string, good []string, err error) []Finding {
 	names, rerr := readDirNames(e, dir)
 	if rerr != nil {
 		return []Finding{{Code: FindingSnapshotCorrupt, Path: dir, Message: err.Error()}}
 	}
 	ok := map[string]bool{}
-	for _, m := range good {
-		ok[m.ID] = true
+	for _, id := range good {
+		ok[id] = true
 	}
 	var out []Finding
 	for _, n := range names {
@@ -222,32 +254,51 @@ func (e *Engine) upgradeSnapshots(l *layout) {
 }
 
 // pruneSnapshots keeps the newest keep snapshots across all directories, and protect. It also
-// returns what content the store may have deleted with them.
+// returns what content the store may have deleted with them. Each record is read once, and only
+// its head and objects: which snapshots to delete comes from the heads, which objects the
+// others still need (and which content went) from their objects lines.
 func (e *Engine) pruneSnapshots(l *layout, keep int, protect string) ([]string, removedContent, error) {
-	all, where, damaged := e.listSnapshots(l)
+	all, where, catalogs, damaged := e.catalogSnapshots(l)
 	if len(damaged) > 0 {
 		// Which snapshots are the newest cannot be told while one cannot be read.
 		return nil, removedContent{}, fmt.Errorf("not pruning snapshots: %s", damaged[0].Message)
 	}
-	var removed []string
-	var errs []error
-	var tried []snapshot.Summary
+	var stores []*snapshot.Store // in the order their first snapshot to go comes
+	doomed := map[*snapshot.Store][]string{}
+	var tried []prunedSnapshot
 	kept := map[string]bool{}
 	for i, m := range all {
+		st := where[m.ID]
+		objects := catalogs[st].Objects(m.ID)
 		if i < keep || m.ID == protect {
-			for _, f := range m.Files {
-				kept[f.SHA256] = true
+			for _, sum := range objects {
+				kept[sum] = true
 			}
 			continue
 		}
-		tried = append(tried, m)
-		if err := where[m.ID].Delete(m.ID); err != nil {
-			errs = append(errs, fmt.Errorf("cannot remove snapshot %s: %w", m.ID, err))
-			continue
+		tried = append(tried, prunedSnapshot{legacy: m.Legacy, objects: objects})
+		if doomed[st] == nil {
+			stores = append(stores, st)
 		}
-		removed = append(removed, m.ID)
+		doomed[st] = append(doomed[st], m.ID)
+	}
+	var removed []string
+	var errs []error
+	for _, st := range stores {
+		gone, err := st.DeleteSome(catalogs[st], doomed[st])
+		removed = append(removed, gone...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cannot remove every old snapshot: %w", err))
+		}
 	}
 	return removed, contentOnlyIn(tried, kept), errors.Join(errs...)
+}
+
+// prunedSnapshot is a snapshot pruning tried to delete: whether it was of the earlier layout,
+// and the content its files name.
+type prunedSnapshot struct {
+	legacy  bool
+	objects []string
 }
 
 // removedContent is what deleting snapshots may have taken out of the store: the objects of
@@ -259,13 +310,13 @@ type removedContent struct {
 }
 
 // contentOnlyIn is the content the snapshots tried name and no kept one does.
-func contentOnlyIn(tried []snapshot.Summary, kept map[string]bool) removedContent {
+func contentOnlyIn(tried []prunedSnapshot, kept map[string]bool) removedContent {
 	gone := removedContent{sums: map[string]bool{}}
 	for _, m := range tried {
-		gone.any = gone.any || m.Legacy
-		for _, f := range m.Files {
-			if !kept[f.SHA256] {
-				gone.sums[f.SHA256] = true
+		gone.any = gone.any || m.legacy
+		for _, sum := range m.objects {
+			if !kept[sum] {
+				gone.sums[sum] = true
 			}
 		}
 	}

@@ -1,0 +1,212 @@
+package snapshot
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+)
+
+// A record (format 3) is JSON Lines, so that what most runs need is read without decoding
+// every file of the snapshot:
+//
+//	{"format":3,"id":…,"version":…,"created":…,"files":5000,"bytes":…,"sha256":…}   the head
+//	["3f9a…e1","77b0…2c",…]                                                        the objects
+//	[{"name":"lib","mode":493,"uid":0,"gid":0},…]                                   the dirs
+//	{"name":"bin/sd-agent","sha256":…,"size":…,"mode":…,…}                         one line per
+//	…                                                                              file, by name
+//
+// The head says what a listing shows and the sha256 of every byte after it, so a record that
+// is damaged anywhere is told by hashing it, which costs far less than decoding it. The
+// objects line is every distinct sha256 the files name, sorted: what retention must keep for
+// this snapshot. A full read checks that it matches the files. Format 2 (one JSON document,
+// Meta) and the legacy meta.json are still read, whole.
+
+// Header is a complete snapshot as its record's head tells it: enough to list, order and
+// choose snapshots, without their files.
+type Header struct {
+	ID      string
+	Version string // "" when the installed version was unknown
+	Created time.Time
+	Files   int   // how many files the version has
+	Bytes   int64 // their size
+	RunID   string
+	Legacy  bool // a snapshot of the earlier layout, not converted yet
+}
+
+// recordHead is the first line of a format 3 record.
+type recordHead struct {
+	Format         int       `json:"format"`
+	ID             string    `json:"id"`
+	Version        string    `json:"version"`
+	Created        time.Time `json:"created"`
+	Files          int       `json:"files"`
+	Bytes          int64     `json:"bytes"`
+	ManifestSHA256 string    `json:"manifest_sha256,omitempty"`
+	RunID          string    `json:"run_id,omitempty"`
+	SHA256         string    `json:"sha256"` // of every byte after the head's line
+}
+
+// Header returns what m's record head says.
+func (m *Meta) Header() Header {
+	return Header{ID: m.ID, Version: m.Version, Created: m.Created, Files: len(m.Files), Bytes: m.Bytes, RunID: m.RunID, Legacy: m.Legacy}
+}
+
+// objectsOf returns the distinct sha256 the files name, sorted.
+func objectsOf(files []FileMeta) []string {
+	out := make([]string, 0, len(files))
+	for _, f := range files {
+		out = append(out, f.SHA256)
+	}
+	sort.Strings(out)
+	n := 0
+	for i, sum := range out {
+		if i == 0 || sum != out[n-1] {
+			out[n] = sum
+			n++
+		}
+	}
+	return out[:n]
+}
+
+// encodeRecord is m's record, format 3.
+func encodeRecord(m *Meta) ([]byte, error) {
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body) // one value per line, each ending in '\n'
+	dirs := m.Dirs
+	if dirs == nil {
+		dirs = []DirMeta{}
+	}
+	if err := enc.Encode(objectsOf(m.Files)); err != nil {
+		return nil, err
+	}
+	if err := enc.Encode(dirs); err != nil {
+		return nil, err
+	}
+	for i := range m.Files {
+		if err := enc.Encode(&m.Files[i]); err != nil {
+			return nil, err
+		}
+	}
+	sum := sha256.Sum256(body.Bytes())
+	head, err := json.Marshal(recordHead{Format: recordFormat, ID: m.ID, Version: m.Version, Created: m.Created, Files: len(m.Files),
+		Bytes: m.Bytes, ManifestSHA256: m.ManifestSHA256, RunID: m.RunID, SHA256: hex.EncodeToString(sum[:])})
+	if err != nil {
+		return nil, err
+	}
+	return append(append(head, '\n'), body.Bytes()...), nil
+}
+
+// entry is what a cheap read of one record gives: its head and the objects it names.
+type entry struct {
+	Header
+	objects []string
+}
+
+// isFormat3 tells a format 3 record from a format 2 one (an indented JSON document, whose
+// first line is a lone "{") by its first line.
+func isFormat3(data []byte) bool {
+	line, _, _ := bytes.Cut(data, []byte{'\n'})
+	return len(line) > 1 && line[0] == '{'
+}
+
+// splitRecord checks a format 3 record's head and checksum and returns the head and the lines
+// after it (each without its '\n').
+func splitRecord(id string, data []byte) (*recordHead, [][]byte, error) {
+	line, rest, ok := bytes.Cut(data, []byte{'\n'})
+	if !ok {
+		return nil, nil, fmt.Errorf("it ends within its first line")
+	}
+	var h recordHead
+	if err := json.Unmarshal(line, &h); err != nil {
+		return nil, nil, fmt.Errorf("its first line: %v", err)
+	}
+	if h.Format != recordFormat {
+		return nil, nil, fmt.Errorf("it has format %d, this sdupdate knows %d", h.Format, recordFormat)
+	}
+	if h.ID != id {
+		return nil, nil, fmt.Errorf("it names snapshot %q", h.ID)
+	}
+	sum := sha256.Sum256(rest)
+	if hex.EncodeToString(sum[:]) != h.SHA256 {
+		return nil, nil, fmt.Errorf("its content does not match the sha256 its first line records (damaged or cut short)")
+	}
+	if h.Files < 0 || h.Bytes < 0 || len(rest) == 0 || rest[len(rest)-1] != '\n' {
+		return nil, nil, fmt.Errorf("its first line is not sound")
+	}
+	lines := bytes.Split(rest[:len(rest)-1], []byte{'\n'})
+	if len(lines) != 2+h.Files {
+		return nil, nil, fmt.Errorf("it has %d lines after the first, want %d for %d files", len(lines), 2+h.Files, h.Files)
+	}
+	return &h, lines, nil
+}
+
+// parseObjects decodes the objects line: distinct sha256, sorted, at most one per file.
+func parseObjects(line []byte, files int) ([]string, error) {
+	var objs []string
+	if err := json.Unmarshal(line, &objs); err != nil {
+		return nil, fmt.Errorf("its objects: %v", err)
+	}
+	if len(objs) > files {
+		return nil, fmt.Errorf("it names %d objects for %d files", len(objs), files)
+	}
+	for i, sum := range objs {
+		if err := checkSum(sum); err != nil {
+			return nil, fmt.Errorf("its objects: %q has %v", sum, err)
+		}
+		if i > 0 && objs[i-1] >= sum {
+			return nil, fmt.Errorf("its objects are not sorted or repeat %s", sum)
+		}
+	}
+	return objs, nil
+}
+
+// parseEntry is the cheap read of record data (format 3): head, checksum and objects; the
+// files are not decoded.
+func parseEntry(id string, data []byte) (*entry, error) {
+	h, lines, err := splitRecord(id, data)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := parseObjects(lines[0], h.Files)
+	if err != nil {
+		return nil, err
+	}
+	return &entry{Header: Header{ID: h.ID, Version: h.Version, Created: h.Created, Files: h.Files, Bytes: h.Bytes, RunID: h.RunID}, objects: objs}, nil
+}
+
+// parseRecord is the full read of record data (format 3).
+func parseRecord(id string, data []byte) (*Meta, error) {
+	h, lines, err := splitRecord(id, data)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := parseObjects(lines[0], h.Files)
+	if err != nil {
+		return nil, err
+	}
+	m := &Meta{Format: h.Format, ID: h.ID, Version: h.Version, Created: h.Created, Bytes: h.Bytes,
+		ManifestSHA256: h.ManifestSHA256, RunID: h.RunID, Files: make([]FileMeta, h.Files)}
+	if err := json.Unmarshal(lines[1], &m.Dirs); err != nil {
+		return nil, fmt.Errorf("its directories: %v", err)
+	}
+	if len(m.Dirs) == 0 {
+		m.Dirs = nil
+	}
+	for i, line := range lines[2:] {
+		if err := json.Unmarshal(line, &m.Files[i]); err != nil {
+			return nil, fmt.Errorf("its file %d: %v", i+1, err)
+		}
+	}
+	if err := checkMeta(id, m); err != nil {
+		return nil, err
+	}
+	if got := objectsOf(m.Files); !slices.Equal(got, objs) {
+		return nil, fmt.Errorf("its objects line does not list the contents its files name")
+	}
+	return m, nil
+}
