@@ -114,35 +114,39 @@ func isFormat3(data []byte) bool {
 	return len(line) > 1 && line[0] == '{'
 }
 
-// splitRecord checks a format 3 record's head and checksum and returns the head and the lines
-// after it (each without its '\n').
-func splitRecord(id string, data []byte) (*recordHead, [][]byte, error) {
+// splitRecord checks a format 3 record's head and checksum and returns the head, the objects
+// and the lines after them (each without its '\n'): the directories, then the files.
+func splitRecord(id string, data []byte) (*recordHead, []string, [][]byte, error) {
 	line, rest, ok := bytes.Cut(data, []byte{'\n'})
 	if !ok {
-		return nil, nil, fmt.Errorf("it ends within its first line")
+		return nil, nil, nil, fmt.Errorf("it ends within its first line")
 	}
 	var h recordHead
 	if err := json.Unmarshal(line, &h); err != nil {
-		return nil, nil, fmt.Errorf("its first line: %v", err)
+		return nil, nil, nil, fmt.Errorf("its first line: %v", err)
 	}
 	if h.Format != recordFormat {
-		return nil, nil, fmt.Errorf("it has format %d, this sdupdate knows %d", h.Format, recordFormat)
+		return nil, nil, nil, fmt.Errorf("it has format %d, this sdupdate knows %d", h.Format, recordFormat)
 	}
 	if h.ID != id {
-		return nil, nil, fmt.Errorf("it names snapshot %q", h.ID)
+		return nil, nil, nil, fmt.Errorf("it names snapshot %q", h.ID)
 	}
 	sum := sha256.Sum256(rest)
 	if hex.EncodeToString(sum[:]) != h.SHA256 {
-		return nil, nil, fmt.Errorf("its content does not match the sha256 its first line records (damaged or cut short)")
+		return nil, nil, nil, fmt.Errorf("its content does not match the sha256 its first line records (damaged or cut short)")
 	}
 	if h.Files < 0 || h.Bytes < 0 || len(rest) == 0 || rest[len(rest)-1] != '\n' {
-		return nil, nil, fmt.Errorf("its first line is not sound")
+		return nil, nil, nil, fmt.Errorf("its first line is not sound")
 	}
 	lines := bytes.Split(rest[:len(rest)-1], []byte{'\n'})
 	if len(lines) != 2+h.Files {
-		return nil, nil, fmt.Errorf("it has %d lines after the first, want %d for %d files", len(lines), 2+h.Files, h.Files)
+		return nil, nil, nil, fmt.Errorf("it has %d lines after the first, want %d for %d files", len(lines), 2+h.Files, h.Files)
 	}
-	return &h, lines, nil
+	objs, err := parseObjects(lines[0], h.Files)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return &h, objs, lines[1:], nil
 }
 
 // parseObjects decodes the objects line: distinct sha256, sorted, at most one per file.
@@ -168,11 +172,7 @@ func parseObjects(line []byte, files int) ([]string, error) {
 // parseEntry is the cheap read of record data (format 3): head, checksum and objects; the
 // files are not decoded.
 func parseEntry(id string, data []byte) (*entry, error) {
-	h, lines, err := splitRecord(id, data)
-	if err != nil {
-		return nil, err
-	}
-	objs, err := parseObjects(lines[0], h.Files)
+	h, objs, _, err := splitRecord(id, data)
 	if err != nil {
 		return nil, err
 	}
@@ -181,23 +181,19 @@ func parseEntry(id string, data []byte) (*entry, error) {
 
 // parseRecord is the full read of record data (format 3).
 func parseRecord(id string, data []byte) (*Meta, error) {
-	h, lines, err := splitRecord(id, data)
-	if err != nil {
-		return nil, err
-	}
-	objs, err := parseObjects(lines[0], h.Files)
+	h, objs, lines, err := splitRecord(id, data)
 	if err != nil {
 		return nil, err
 	}
 	m := &Meta{Format: h.Format, ID: h.ID, Version: h.Version, Created: h.Created, Bytes: h.Bytes,
 		ManifestSHA256: h.ManifestSHA256, RunID: h.RunID, Files: make([]FileMeta, h.Files)}
-	if err := json.Unmarshal(lines[1], &m.Dirs); err != nil {
+	if err := json.Unmarshal(lines[0], &m.Dirs); err != nil {
 		return nil, fmt.Errorf("its directories: %v", err)
 	}
 	if len(m.Dirs) == 0 {
 		m.Dirs = nil
 	}
-	for i, line := range lines[2:] {
+	for i, line := range lines[1:] {
 		if err := json.Unmarshal(line, &m.Files[i]); err != nil {
 			return nil, fmt.Errorf("its file %d: %v", i+1, err)
 		}
