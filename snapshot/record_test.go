@@ -271,3 +271,45 @@ func TestRecordWhoseObjectsDisagreeWithItsFilesIsCorrupt(t *testing.T) {
 		t.Fatalf("List = %d snapshots, %v; want the other two and ErrCorrupt", len(list), err)
 	}
 }
+
+// The objects line is read alike however it is spelt, so long as it is the JSON array of
+// sorted distinct sha256 it must be; anything else is refused.
+func TestObjectsLine(t *testing.T) {
+	a, b := sumOf("a"), sumOf("b")
+	if a > b {
+		a, b = b, a
+	}
+	q := func(s string) string { return `"` + s + `"` }
+	for _, c := range []struct {
+		line string
+		want []string // nil: refused
+	}{
+		{`[]`, []string{}},
+		{`[ ]`, []string{}},
+		{`[` + q(a) + `]`, []string{a}},
+		{`[` + q(a) + `,` + q(b) + `]`, []string{a, b}},
+		{`[ ` + q(a) + ` , ` + q(b) + ` ]`, []string{a, b}},
+		{`[` + q(b) + `,` + q(a) + `]`, nil},
+		{`[` + q(a) + `,` + q(a) + `]`, nil},
+		{`[` + q(a) + q(b) + `]`, nil},
+		{`[` + q(a) + `,` + q(b) + `,]`, nil},
+		{`[` + q(strings.ToUpper(a)) + `]`, nil},
+		{`[` + q(a[:63]) + `]`, nil},
+		{`[` + q(a) + `,` + q(b) + `,` + q(strings.Repeat("f", 64)) + `]`, nil}, // more than the files
+		{`[1]`, nil},
+		{`{}`, nil},
+		{`[`, nil},
+		{``, nil},
+	} {
+		got, err := parseObjects([]byte(c.line), 2)
+		if c.want == nil {
+			if err == nil {
+				t.Errorf("parseObjects(%s) = %v, want a refusal", c.line, got)
+			}
+			continue
+		}
+		if err != nil || strings.Join(got, " ") != strings.Join(c.want, " ") || len(got) != len(c.want) {
+			t.Errorf("parseObjects(%s) = %v, %v; want %v", c.line, got, err, c.want)
+		}
+	}
+}
