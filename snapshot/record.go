@@ -107,11 +107,14 @@ type entry struct {
 	objects []string
 }
 
-// isFormat3 tells a format 3 record from a format 2 one (an indented JSON document, whose
-// first line is a lone "{") by its first line.
+// isFormat3 tells a record of format 3 or later from one of format 2 (a JSON document, which
+// sdupdate wrote indented, so that its first line is a lone "{") by its first line.
 func isFormat3(data []byte) bool {
 	line, _, _ := bytes.Cut(data, []byte{'\n'})
-	return len(line) > 1 && line[0] == '{'
+	var h struct {
+		Format int `json:"format"`
+	}
+	return json.Unmarshal(line, &h) == nil && h.Format >= recordFormat
 }
 
 // splitRecord checks a format 3 record's head and checksum and returns the head, the objects

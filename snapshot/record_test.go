@@ -173,6 +173,14 @@ func TestFormat2RecordStillRead(t *testing.T) {
 		if err != nil || len(c.Snapshots) != 2 || c.Snapshots[1] != old.Header() {
 			t.Fatalf("Catalog = %+v, %v", c, err)
 		}
+		// Spelt on one line, it is still one document of format 2.
+		compact, _ := json.Marshal(old)
+		if err := afero.WriteFile(e.fs, e.recordPath(older.ID), compact, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.store.Get(older.ID); err != nil || got.Header() != old.Header() {
+			t.Fatalf("Get of a one-line format 2 record = %+v, %v", got, err)
+		}
 		// Every object is older's, which the deletion beside it must keep.
 		objs, _ := e.store.objects()
 		if err := e.store.Delete(newer.ID); err != nil {
