@@ -3,7 +3,6 @@ package snapshot
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -83,29 +82,7 @@ func (s *Store) readEntry(id string) (*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", p, err, ErrCorrupt)
 	}
-	return &entry{Header: m.Header(), objects: objectsOf(m.Files)}, nil
-}
-
-// parseDocument reads a record of format 2 (one JSON document) or a legacy meta.json.
-func parseDocument(id string, data []byte, legacy bool) (*Meta, error) {
-	var m Meta
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("cannot parse it (%v)", err)
-	}
-	if !legacy && m.Format != recordFormatJSON {
-		return nil, fmt.Errorf("it has format %d, this sdupdate knows %d and %d", m.Format, recordFormatJSON, recordFormat)
-	}
-	if err := checkMeta(id, &m); err != nil {
-		return nil, err
-	}
-	m.Legacy = legacy
-	if legacy {
-		m.Dirs = nil
-		for i := range m.Files {
-			m.Files[i].Stored, m.Files[i].Stamp = false, nil
-		}
-	}
-	return &m, nil
+	return &entry{Header: m.Header(), objects: namedObjects(m.Files)}, nil
 }
 
 // ids lists the entries of Dir that may be snapshots.

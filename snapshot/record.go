@@ -56,8 +56,8 @@ func (m *Meta) Header() Header {
 	return Header{ID: m.ID, Version: m.Version, Created: m.Created, Files: len(m.Files), Bytes: m.Bytes, RunID: m.RunID, Legacy: m.Legacy}
 }
 
-// objectsOf returns the distinct sha256 the files name, sorted.
-func objectsOf(files []FileMeta) []string {
+// namedObjects returns the distinct sha256 the files name, sorted.
+func namedObjects(files []FileMeta) []string {
 	out := make([]string, 0, len(files))
 	for _, f := range files {
 		out = append(out, f.SHA256)
@@ -81,7 +81,7 @@ func encodeRecord(m *Meta) ([]byte, error) {
 	if dirs == nil {
 		dirs = []DirMeta{}
 	}
-	if err := enc.Encode(objectsOf(m.Files)); err != nil {
+	if err := enc.Encode(namedObjects(m.Files)); err != nil {
 		return nil, err
 	}
 	if err := enc.Encode(dirs); err != nil {
@@ -234,8 +234,30 @@ func parseRecord(id string, data []byte) (*Meta, error) {
 	if err := checkMeta(id, m); err != nil {
 		return nil, err
 	}
-	if got := objectsOf(m.Files); !slices.Equal(got, objs) {
+	if got := namedObjects(m.Files); !slices.Equal(got, objs) {
 		return nil, fmt.Errorf("its objects line does not list the contents its files name")
 	}
 	return m, nil
+}
+
+// parseDocument reads a record of format 2 (one JSON document) or a legacy meta.json.
+func parseDocument(id string, data []byte, legacy bool) (*Meta, error) {
+	var m Meta
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("cannot parse it (%v)", err)
+	}
+	if !legacy && m.Format != recordFormatJSON {
+		return nil, fmt.Errorf("it has format %d, this sdupdate knows %d and %d", m.Format, recordFormatJSON, recordFormat)
+	}
+	if err := checkMeta(id, &m); err != nil {
+		return nil, err
+	}
+	m.Legacy = legacy
+	if legacy {
+		m.Dirs = nil
+		for i := range m.Files {
+			m.Files[i].Stored, m.Files[i].Stamp = false, nil
+		}
+	}
+	return &m, nil
 }

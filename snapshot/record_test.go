@@ -258,7 +258,7 @@ func TestRecordWhoseObjectsDisagreeWithItsFilesIsCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.SplitAfter(string(data), "\n")
-	objs := objectsOf(m.Files)
+	objs := namedObjects(m.Files)
 	objs[0] = strings.Repeat("0", 64)
 	line, _ := json.Marshal(objs)
 	lines[1] = string(line) + "\n"
