@@ -14,9 +14,9 @@ import (
 )
 
 // The version record (StateDirectory/installed.version) says which version installed.json's
-// bytes are, so that a run finding the install up to date learns the installed version without
-// parsing the installed manifest: at 5,000 entries that parse costs more than fetching the
-// manifest does. Like the stat index it is an optimisation only. It is trusted only while its
+// bytes are, so that an update or a check finding the install up to date learns the installed
+// version without parsing the installed manifest: at 5,000 entries that parse costs more than
+// fetching the manifest does. Like the stat index it is an optimisation only. It is trusted only while its
 // sum matches installed.json's bytes as they are now (and the sdupdate that wrote it), so a
 // damaged, replaced or restored installed.json, or a damaged record, is parsed as before —
 // damage reported exactly as without the record — and the record written again. It is written
@@ -110,17 +110,23 @@ func (e *Engine) needInstalled(u *updateRun) error {
 	if u.installed != nil || u.installedRaw == nil {
 		return nil
 	}
-	m, err := e.parseInstalled(u.l, u.installedRaw)
-	if err != nil {
-		return err
-	}
-	if m.Version != u.from() {
-		// Only a forged record could get here: the sum binds the version to these bytes.
-		return fmt.Errorf("installed manifest %s is version %s, but %s says %s (remove %s): %w",
-			u.l.installed, m.Version, u.l.versionRecordPath(), u.from(), u.l.versionRecordPath(), errInstalledDamaged)
-	}
+	m, err := e.parseVouched(u.l, u.installedRaw, u.from())
 	u.installed = m
-	return nil
+	return err
+}
+
+// parseVouched parses raw, installed.json's bytes, which the version record said are version.
+func (e *Engine) parseVouched(l *layout, raw []byte, version string) (*manifest.Manifest, error) {
+	m, err := e.parseInstalled(l, raw)
+	if err != nil {
+		return nil, err
+	}
+	if m.Version != version {
+		// Only a forged record could get here: the sum binds the version to these bytes.
+		return nil, fmt.Errorf("installed manifest %s is version %s, but %s says %s (remove %s): %w",
+			l.installed, m.Version, l.versionRecordPath(), version, l.versionRecordPath(), errInstalledDamaged)
+	}
+	return m, nil
 }
 
 // readInstalledRaw is installed.json's bytes, or nil before the first update.

@@ -99,10 +99,10 @@ func TestUpToDateRunKeepsTheVersionRecord(t *testing.T) {
 	upToDate(t, s, e, "other bytes, same version")
 }
 
-// The no-op decision rests on the record: a no-op takes installed.json's version from it and
-// parses nothing more, while status, verify and --repair read installed.json whole. (Only
-// someone who can write StateDirectory could make a record vouch for bytes sdupdate refuses;
-// the test does, to see which commands rely on it.)
+// The no-op decision rests on the record: a no-op update or check takes installed.json's
+// version from it and parses nothing more, while status, verify and --repair read installed.json
+// whole. (Only someone who can write StateDirectory could make a record vouch for bytes sdupdate
+// refuses; the test does, to see which commands rely on it.)
 func TestOnlyTheNoOpDecisionReliesOnTheRecord(t *testing.T) {
 	s := newSite(t)
 	fsys := afero.NewMemMapFs()
@@ -123,6 +123,9 @@ func TestOnlyTheNoOpDecisionReliesOnTheRecord(t *testing.T) {
 	e.recordVersion(l, "1.0.0", refused)
 
 	upToDate(t, s, e, "record vouching for a refused manifest")
+	if res, err := e.Check(context.Background()); err != nil || res.UpdateAvailable || res.Installed != "1.0.0" {
+		t.Errorf("check: %+v, %v; want up to date at 1.0.0", res, err)
+	}
 	st, err := e.Status(context.Background())
 	if err != nil || !hasFinding(st.Findings, FindingInstalledDamaged) {
 		t.Errorf("status findings %+v, %v; want %s", st.Findings, err, FindingInstalledDamaged)
@@ -219,6 +222,10 @@ func TestUpdateAfterRollbackIsNotUpToDate(t *testing.T) {
 		if _, err := step(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	chk, err := e.Check(context.Background())
+	if err != nil || !chk.UpdateAvailable || chk.Installed != "1.0.0" || chk.FilesChanged != 2 {
+		t.Errorf("check after the rollback: %+v, %v; want 1.1.0 available, 2 files to fetch", chk, err)
 	}
 	res, err := e.Update(context.Background(), UpdateOptions{})
 	if err != nil || res.Outcome != OutcomeUpdated || res.From != "1.0.0" || res.To != "1.1.0" {

@@ -242,7 +242,8 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	installed, installedRaw, err := e.installedManifest(l)
+	// As for an update, the version is enough unless a newer one is offered.
+	installedRaw, from, installed, err := e.versionOfInstalled(l)
 	if err != nil {
 		return nil, err
 	}
@@ -251,13 +252,18 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 	if err != nil {
 		return nil, withCode(CodeFailed, err)
 	}
-	cmp, err := compareVersions(versionOf(installed), f.m.Version)
+	cmp, err := compareVersions(from, f.m.Version)
 	if err != nil {
 		return nil, withCode(CodeFailed, err)
 	}
 	e.recordCheck(l, f.m.Version)
 	e.writeMetrics(l)
-	res := &CheckResult{Installed: versionOf(installed), Available: f.m.Version, UpdateAvailable: cmp > 0}
+	res := &CheckResult{Installed: from, Available: f.m.Version, UpdateAvailable: cmp > 0}
+	if res.UpdateAvailable && installed == nil && installedRaw != nil {
+		if installed, err = e.parseVouched(l, installedRaw, from); err != nil {
+			return nil, err
+		}
+	}
 	if res.UpdateAvailable {
 		p, err := e.plan(ctx, l, f.m, installed, e.loadIndex(l, installedRaw))
 		if err != nil {
