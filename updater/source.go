@@ -74,7 +74,12 @@ func (e *Engine) verifiedManifest(ctx context.Context, log *logrus.Entry, shown 
 		log.Warn("AllowUnsigned=yes: a manifest without a signature is accepted; anyone who can change the server's responses could then choose what is installed")
 	}
 	var raw []byte
+	var sigc <-chan fetchedSig
 	if e.Verifier != nil {
+		// The signature travels while the manifest does: one round trip less on every run.
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel() // a run that stops before it needs the signature drops its fetch
+		sigc = e.fetchSignature(sctx)
 		raw = e.compressedManifest(ctx, log)
 	}
 	compressed := raw != nil
@@ -92,7 +97,8 @@ func (e *Engine) verifiedManifest(ctx context.Context, log *logrus.Entry, shown 
 	if e.Verifier == nil {
 		return raw, nil
 	}
-	sig, err := e.Fetcher.Get(ctx, signatureURL(c.ManifestURL), 64<<10)
+	got := <-sigc
+	sig, err := got.sig, got.err
 	switch {
 	case err != nil && c.AllowUnsigned && isNotFound(err):
 		log.Warn("the manifest has no signature; accepted because AllowUnsigned=yes")
@@ -118,6 +124,22 @@ func (e *Engine) verifiedManifest(ctx context.Context, log *logrus.Entry, shown 
 	}
 	log.Debug("manifest signature verified")
 	return raw, nil
+}
+
+// fetchedSig is the outcome of fetching the manifest's signature.
+type fetchedSig struct {
+	sig []byte
+	err error
+}
+
+// fetchSignature fetches <ManifestURL>.minisig in the background; the channel gives its outcome.
+func (e *Engine) fetchSignature(ctx context.Context) <-chan fetchedSig {
+	c := make(chan fetchedSig, 1) // buffered: a run that returns early never reads it
+	go func() {
+		sig, err := e.Fetcher.Get(ctx, signatureURL(e.Config.ManifestURL), 64<<10)
+		c <- fetchedSig{sig, err}
+	}()
+	return c
 }
 
 // compressedManifest returns the bytes <ManifestURL>.zst decodes to, or nil when it is not
