@@ -34,19 +34,10 @@ func validJSON(data []byte) bool {
 				}
 			}
 			continue
-		case '"':
-			i = validString(data, i)
-		case 't':
-			i = validLiteral(data, i, "true")
-		case 'f':
-			i = validLiteral(data, i, "false")
-		case 'n':
-			i = validLiteral(data, i, "null")
 		default:
-			i = validNumber(data, i)
-		}
-		if i < 0 {
-			return false
+			if i = validScalar(data, i); i < 0 {
+				return false
+			}
 		}
 		// After a value: close what it ends, then a comma leads to the next value.
 		for {
@@ -75,6 +66,21 @@ func validJSON(data []byte) bool {
 			break
 		}
 	}
+}
+
+// validScalar returns the index just past the string, number or literal at data[i], or -1.
+func validScalar(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return validString(data, i)
+	case 't':
+		return validLiteral(data, i, "true")
+	case 'f':
+		return validLiteral(data, i, "false")
+	case 'n':
+		return validLiteral(data, i, "null")
+	}
+	return validNumber(data, i)
 }
 
 // maxNesting is encoding/json's limit on nested objects and arrays.
