@@ -18,6 +18,15 @@ var (
 	recordPath    = filepath.Join(stateDir, "installed.version")
 )
 
+// installedV1 is 1.0.0 installed on an in-memory filesystem, without an agent unit.
+func installedV1(t *testing.T) (*site, afero.Fs, *Engine) {
+	s := newSite(t)
+	fsys := afero.NewMemMapFs()
+	e := newEngine(fsys, testConfig(s), nil)
+	installV1(t, s, fsys, e)
+	return s, fsys, e
+}
+
 // vouched is the version the record vouches for installed.json as it is now ("" for none).
 func vouched(t *testing.T, fsys afero.Fs, e *Engine) string {
 	t.Helper()
@@ -104,10 +113,7 @@ func TestUpToDateRunKeepsTheVersionRecord(t *testing.T) {
 // whole. (Only someone who can write StateDirectory could make a record vouch for bytes sdupdate
 // refuses; the test does, to see which commands rely on it.)
 func TestOnlyTheNoOpDecisionReliesOnTheRecord(t *testing.T) {
-	s := newSite(t)
-	fsys := afero.NewMemMapFs()
-	e := newEngine(fsys, testConfig(s), nil)
-	installV1(t, s, fsys, e)
+	s, fsys, e := installedV1(t)
 	l, err := e.resolveLayout()
 	if err != nil {
 		t.Fatal(err)
@@ -153,10 +159,7 @@ func hasFinding(fs []Finding, code string) bool {
 // A damaged installed.json no longer matches its record: the update refuses before fetching
 // anything, as without a record, and a damaged record only costs a parse.
 func TestNoOpNoticesADamagedInstalledManifest(t *testing.T) {
-	s := newSite(t)
-	fsys := afero.NewMemMapFs()
-	e := newEngine(fsys, testConfig(s), nil)
-	installV1(t, s, fsys, e)
+	s, fsys, e := installedV1(t)
 
 	if err := afero.WriteFile(fsys, recordPath, []byte(`{"version":"1.0.0","sum":"`), 0o600); err != nil {
 		t.Fatal(err)
@@ -191,10 +194,7 @@ func TestNoOpNoticesADamagedInstalledManifest(t *testing.T) {
 
 // The installed version matching is no reason to accept a manifest: an expired one is refused.
 func TestUpToDateManifestIsStillCheckedForExpiry(t *testing.T) {
-	s := newSite(t)
-	fsys := afero.NewMemMapFs()
-	e := newEngine(fsys, testConfig(s), nil)
-	installV1(t, s, fsys, e)
+	s, _, e := installedV1(t)
 	editManifest(t, s, func(m map[string]any) { m["expires"] = "2026-01-01T00:00:00Z" })
 	e.Now = func() time.Time { return time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC) }
 	res, err := e.Update(context.Background(), UpdateOptions{})
@@ -210,10 +210,7 @@ func TestUpToDateManifestIsStillCheckedForExpiry(t *testing.T) {
 // After a rollback installed.json is the older version's: the record of the newer one must not
 // make the next update think it is already installed.
 func TestUpdateAfterRollbackIsNotUpToDate(t *testing.T) {
-	s := newSite(t)
-	fsys := afero.NewMemMapFs()
-	e := newEngine(fsys, testConfig(s), nil)
-	installV1(t, s, fsys, e)
+	s, fsys, e := installedV1(t)
 	s.publish(t, "1.1.0", v2)
 	for _, step := range []func() (*Result, error){
 		func() (*Result, error) { return e.Update(context.Background(), UpdateOptions{}) },
