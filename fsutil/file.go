@@ -42,10 +42,22 @@ func Create(fsys afero.Fs, path string) (*FileWriter, error) {
 	return &FileWriter{fsys: fsys, path: path, f: f, h: sha256.New()}, nil
 }
 
+// CreateUnhashed is Create for content whose writer hashes it already (a decoder checking its
+// output): nothing is hashed twice, and SHA256 is empty.
+func CreateUnhashed(fsys afero.Fs, path string) (*FileWriter, error) {
+	w, err := Create(fsys, path)
+	if err == nil {
+		w.h = nil
+	}
+	return w, err
+}
+
 // Write writes p and hashes what was written. A failure names the file.
 func (w *FileWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
-	w.h.Write(p[:n])
+	if w.h != nil {
+		w.h.Write(p[:n])
+	}
 	w.n += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("cannot write %s: %w", w.path, err)
@@ -53,8 +65,13 @@ func (w *FileWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// SHA256 is the hex sha256 of everything written so far.
-func (w *FileWriter) SHA256() string { return hex.EncodeToString(w.h.Sum(nil)) }
+// SHA256 is the hex sha256 of everything written so far (empty for CreateUnhashed).
+func (w *FileWriter) SHA256() string {
+	if w.h == nil {
+		return ""
+	}
+	return hex.EncodeToString(w.h.Sum(nil))
+}
 
 // Size is the number of bytes written so far.
 func (w *FileWriter) Size() int64 { return w.n }

@@ -233,7 +233,7 @@ func (e *Engine) fetchTo(ctx context.Context, url, staged string, c *Change, sh 
 	if limit < 0 {
 		limit = MaxLegacyFileSize
 	}
-	src, w, done, err := e.openStream(ctx, url, limit, staged, sh.progress)
+	src, w, done, err := e.openStream(ctx, url, limit, staged, true, sh.progress)
 	if err != nil {
 		return verified{}, err
 	}
@@ -281,14 +281,19 @@ func copyChunks(dst io.Writer, src io.Reader) (int64, error) {
 }
 
 // openStream opens url, read to at most limit bytes and counted into progress, and the staging
-// file it goes to; done closes both. A failure to create the staging file is a localError, which
-// no retry can fix.
-func (e *Engine) openStream(ctx context.Context, url string, limit int64, staged string, progress Progress) (io.Reader, *fsutil.FileWriter, func(), error) {
+// file it goes to, which hashes what it is written unless the caller's writer does (hashed
+// false); done closes both. A failure to create the staging file is a localError, which no
+// retry can fix.
+func (e *Engine) openStream(ctx context.Context, url string, limit int64, staged string, hashed bool, progress Progress) (io.Reader, *fsutil.FileWriter, func(), error) {
 	body, err := e.Fetcher.Open(ctx, url, limit)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	w, err := fsutil.Create(e.Fs, staged)
+	create := fsutil.Create
+	if !hashed {
+		create = fsutil.CreateUnhashed
+	}
+	w, err := create(e.Fs, staged)
 	if err != nil {
 		body.Close()
 		return nil, nil, nil, &localError{err}
