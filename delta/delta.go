@@ -19,7 +19,9 @@
 //     claiming more is refused before any block is decoded (WithDecoderMaxWindow and
 //     WithDecoderMaxMemory both set to it);
 //   - one decoder goroutine (WithDecoderConcurrency(1), low-memory mode) and a 64 KiB copy
-//     buffer; the output is streamed to the writer, never held.
+//     buffer; the output is streamed to the writer, never held. A Decoder reused for many
+//     streams keeps the buffers of the largest window it has decoded with, and the limits
+//     are set anew for each stream.
 //
 // So decoding a file of N bytes against a base of B bytes needs about B + min(window, N) plus
 // a few MiB; disk use is at most the declared size plus one byte.
@@ -81,39 +83,70 @@ func WindowFor(size int64, base int) uint64 {
 	return max(2*w, minWindow)
 }
 
+// Decoder decodes objects and deltas one after another with one zstd decoder and one copy
+// buffer, so that a run of many files does not build a decoder, its history buffers and a
+// dictionary table for each. It is not safe for concurrent use; each goroutine needs its own.
+// The zero value is not usable: make one with NewDecoder.
+type Decoder struct {
+	z   *zstd.Decoder
+	buf []byte
+}
+
+// NewDecoder returns a Decoder on one goroutine (one core), in zstd's low-memory mode.
+func NewDecoder() (*Decoder, error) {
+	z, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(minWindow), zstd.WithDecoderMaxMemory(minWindow))
+	if err != nil {
+		return nil, fmt.Errorf("cannot set up zstd decoder: %w", err)
+	}
+	return &Decoder{z: z, buf: make([]byte, 64<<10)}, nil
+}
+
+// Close releases the decoder's goroutines and buffers.
+func (d *Decoder) Close() { d.z.Close() }
+
+// Decode decodes the zstd stream src into dst with a decoder made for this one stream; see
+// (*Decoder).Decode.
+func Decode(dst io.Writer, src io.Reader, srcWant Want, base []byte, out Want, lim Limits) (int64, error) {
+	d, err := NewDecoder()
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	return d.Decode(dst, src, srcWant, base, out, lim)
+}
+
 // Decode decodes the zstd stream src into dst. src must be exactly srcWant (size and sha256),
 // the output exactly out; base is the delta's dictionary, nil for a compressed object. It
 // returns the number of bytes written. Errors reading src are returned wrapped as they are (a
 // network error stays one); errors writing dst are *WriteError; everything else wraps
 // ErrBadSource.
-func Decode(dst io.Writer, src io.Reader, srcWant Want, base []byte, out Want, lim Limits) (int64, error) {
+func (d *Decoder) Decode(dst io.Writer, src io.Reader, srcWant Want, base []byte, out Want, lim Limits) (int64, error) {
 	window := WindowFor(out.Size, len(base))
 	maxWindow := lim.MaxWindow
 	if maxWindow == 0 {
 		maxWindow = DefaultMaxWindow
 	}
-	window = min(window, maxWindow)
+	window = max(min(window, maxWindow), zstd.MinWindowSize)
 	in := &verifying{r: src, h: sha256.New(), limit: srcWant.Size}
-	opts := []zstd.DOption{
-		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(max(window, zstd.MinWindowSize)),
-		zstd.WithDecoderMaxMemory(max(window, zstd.MinWindowSize)),
-	}
+	// The limits and the dictionary are set anew for every stream: an object must never
+	// decode against the previous delta's base, nor any stream within another's window.
+	opts := []zstd.DOption{zstd.WithDecoderMaxWindow(window), zstd.WithDecoderMaxMemory(window), zstd.WithDecoderDictDelete()}
 	if base != nil {
 		// ID 0: `zstd --patch-from` writes no dictionary ID, and the decoder takes a frame
 		// without one as dictionary 0.
 		opts = append(opts, zstd.WithDecoderDictRaw(0, base))
 	}
-	dec, err := zstd.NewReader(in, opts...)
-	if err != nil {
+	if err := d.z.ResetWithOptions(in, opts...); err != nil {
 		return 0, fmt.Errorf("cannot set up zstd decoder: %w", err)
 	}
-	defer dec.Close()
+	// Let go of src and of the dictionary table; zstd's history may still point at the base
+	// until the next stream, so a Decoder holds at most one base beyond its caller's.
+	defer d.z.ResetWithOptions(nil, zstd.WithDecoderDictDelete())
 
 	outHash := sha256.New()
 	w := &hashingWriter{w: dst, h: outHash}
-	n, decErr := copyBuf(w, io.LimitReader(dec, out.Size+1))
+	n, decErr := copyBuf(w, io.LimitReader(d.z, out.Size+1), d.buf)
 	var we *WriteError
 	if errors.As(decErr, &we) || in.readErr != nil {
 		if in.readErr != nil {
@@ -143,9 +176,8 @@ func Decode(dst io.Writer, src io.Reader, srcWant Want, base []byte, out Want, l
 	return n, nil
 }
 
-// copyBuf copies with a 64 KiB buffer and tells a failed write from a failed read.
-func copyBuf(dst io.Writer, src io.Reader) (int64, error) {
-	buf := make([]byte, 64<<10)
+// copyBuf copies through buf and tells a failed write from a failed read.
+func copyBuf(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 	var n int64
 	for {
 		r, rerr := src.Read(buf)

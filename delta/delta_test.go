@@ -83,6 +83,52 @@ func TestObjectAndDeltaRoundTrip(t *testing.T) {
 	}
 }
 
+// One Decoder used for a run of files: each stream is decoded with its own base and limits
+// only. A delta whose base is missing must not decode against the previous file's base, a
+// small file may not claim the window an earlier large one was allowed, and a failed stream
+// leaves the decoder usable for the next.
+func TestDecoderReusedAcrossStreams(t *testing.T) {
+	old, new := versions(t, 1<<20)
+	obj, d := encode(t, new, nil), encode(t, new, old)
+	dec, err := NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	run := func(src, base []byte, out Want) error {
+		var dst bytes.Buffer
+		_, err := dec.Decode(&dst, bytes.NewReader(src), want(src), base, out, Limits{})
+		if err == nil && dst.Len() != int(out.Size) {
+			t.Fatalf("decoded %d bytes, want %d", dst.Len(), out.Size)
+		}
+		return err
+	}
+	steps := []struct {
+		name    string
+		src     []byte
+		base    []byte
+		out     Want
+		failure string // "" when the step must succeed
+	}{
+		{"delta", d, old, want(new), ""},
+		{"the same delta without its base", d, nil, want(new), "does not decode"},
+		{"object", obj, nil, want(new), ""},
+		{"a small file claiming 32 MiB", frameHeader(15), nil, want([]byte("x")), "window"},
+		{"delta again", d, old, want(new), ""},
+		{"truncated object", obj[:len(obj)/2], nil, want(new), "does not decode"},
+		{"object again", obj, nil, want(new), ""},
+	}
+	for _, s := range steps {
+		err := run(s.src, s.base, s.out)
+		switch {
+		case s.failure == "" && err != nil:
+			t.Fatalf("%s: %v", s.name, err)
+		case s.failure != "" && (!errors.Is(err, ErrBadSource) || !strings.Contains(err.Error(), s.failure)):
+			t.Fatalf("%s: got %v, want a refusal saying %q", s.name, err, s.failure)
+		}
+	}
+}
+
 func TestBadSources(t *testing.T) {
 	old, new := versions(t, 256<<10)
 	obj := encode(t, new, nil)
