@@ -78,15 +78,22 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	}
 	// Each job writes only its own entry; they are read after every job is done.
 	got := make([]verified, len(p.Changes))
-	order := costliestFirst(p.Changes)
-	e.notify(fmt.Sprintf("downloading 0/%d files", len(p.Changes)))
-	err := runParallel(ctx, max(e.Config.Parallel, 1), len(p.Changes), func(ctx context.Context, j int) error {
-		i := order[j]
+	var fetch []int // the changes staged from their sources, costliest first; the others copy one
+	staged := map[string]string{}
+	for _, i := range costliestFirst(p.Changes) {
+		if p.Changes[i].CopyOf == "" {
+			fetch = append(fetch, i)
+			staged[p.Changes[i].File.Name] = rec.Ops[i].Staged
+		}
+	}
+	e.notify(fmt.Sprintf("downloading 0/%d files", len(fetch)))
+	err := runParallel(ctx, max(e.Config.Parallel, 1), len(fetch), func(ctx context.Context, k int) error {
+		i := fetch[k]
 		v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], sh)
 		got[i] = v
 		return err
 	}, func(done int) {
-		e.notify(fmt.Sprintf("downloading %d/%d files", done, len(p.Changes)))
+		e.notify(fmt.Sprintf("downloading %d/%d files", done, len(fetch)))
 	})
 	// Every file handed to the syncer is closed by now, whatever failed.
 	if serr := sh.syncs.Wait(); err == nil && serr != nil {
@@ -94,6 +101,13 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	}
 	if err != nil {
 		return nil, err
+	}
+	for i := range p.Changes {
+		if c := &p.Changes[i]; c.CopyOf != "" {
+			if got[i], err = e.stageCopy(staged[c.CopyOf], rec.Ops[i].Staged, c); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := fsutil.SyncDir(e.Fs, rec.StagingDir); err != nil {
 		return nil, &localError{err}
@@ -314,6 +328,20 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.p.Add(int64(n))
 	return n, err
+}
+
+// stageCopy stages c as a copy of from, the verified staging file of another change with the
+// same content: its own inode, with its own mode and owner.
+func (e *Engine) stageCopy(from, staged string, c *Change) (verified, error) {
+	sum, size, err := fsutil.CopyFile(e.Fs, from, staged, stagedAttrs(c))
+	if err != nil {
+		return verified{}, &localError{fmt.Errorf("cannot stage %s as a copy of %s: %w", c.File.Name, c.CopyOf, err)}
+	}
+	if sum != c.File.SHA256 || size != c.File.Size {
+		return verified{}, &localError{fmt.Errorf("staged copy of %s for %s has sha256 %s (%d bytes), expected %s (%d bytes)",
+			c.CopyOf, c.File.Name, sum, size, c.File.SHA256, c.File.Size)}
+	}
+	return verified{sha256: sum, size: size}, nil
 }
 
 // stageLocal copies an installed file whose content is right but whose mode is not: a new inode

@@ -28,6 +28,9 @@ type Change struct {
 	Local bool          // the content is already installed; only the mode changes, so it is staged from the installed file
 	// Resume: fetched through a partial file that survives a broken transfer (see partial.go).
 	Resume bool
+	// CopyOf names an earlier change of the plan with the same content (a release that ships
+	// one program under two names): its verified staging file is copied, nothing is fetched.
+	CopyOf string
 	Mode   os.FileMode // the mode it will have
 	UID    int         // owner it will have, when HasOwner
 	GID    int
@@ -42,6 +45,9 @@ type Change struct {
 // Cost is what fetching c is expected to take: the size of its first source (0 when unknown or
 // nothing is fetched).
 func (c *Change) Cost() int64 {
+	if c.CopyOf != "" {
+		return 0
+	}
 	if c.Local || len(c.Sources) == 0 {
 		return max(c.File.Size, 0)
 	}
@@ -363,10 +369,19 @@ func (e *Engine) chooseSources(l *layout, p *Plan) {
 			break
 		}
 	}
+	fetched := map[string]string{} // sha256 and size → the first change that fetches them
 	for i := range p.Changes {
-		if c := &p.Changes[i]; !c.Local {
-			c.Sources = sourcesFor(c.File, onHand, e.Config.MaxDeltaFileSize)
+		c := &p.Changes[i]
+		if c.Local {
+			continue
 		}
+		key := fmt.Sprintf("%s %d", c.File.SHA256, c.File.Size)
+		if first, ok := fetched[key]; ok && c.File.SHA256 != "" && c.File.Size >= 0 {
+			c.CopyOf = first
+			continue
+		}
+		fetched[key] = c.File.Name
+		c.Sources = sourcesFor(c.File, onHand, e.Config.MaxDeltaFileSize)
 	}
 }
 

@@ -444,3 +444,58 @@ func TestCompressedManifest(t *testing.T) {
 		}
 	})
 }
+
+// A release that ships one program under two names (perl and perl5.36.0) costs its bytes once:
+// the second is staged as a copy of the first, in a fresh install and in an update alike, and
+// the plan counts it as nothing to fetch.
+func TestSameContentFetchedOnce(t *testing.T) {
+	s := newPubSite(t)
+	v1, v2 := agentVersions()
+	for _, v := range []map[string]string{v1, v2} {
+		v["bin/sd-agent-1.0"] = v["bin/sd-agent"]
+	}
+	m1 := s.release(t, "1.0.0", v1)
+	e, fsys, _ := deltaEngine(t, s)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	installed(t, fsys, v1)
+	// Both entries name the same object (named by its content): it must be requested once,
+	// and the second file itself never.
+	fetchedOnce := func(m *manifest.Manifest, url string) {
+		t.Helper()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if n, direct := s.requests["/"+m.BaseURL+url], s.requests["/"+m.BaseURL+"bin/sd-agent-1.0"]; n != 1 || direct != 0 {
+			t.Errorf("%s requested %d times, bin/sd-agent-1.0 %d times; want once and never", url, n, direct)
+		}
+	}
+	f1, _ := m1.Lookup("bin/sd-agent-1.0")
+	fetchedOnce(m1, f1.Object.URL)
+
+	m2 := s.release(t, "1.1.0", v2)
+	dry, err := e.Update(context.Background(), UpdateOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for _, c := range dry.Plan.Changes {
+		if c.File.Name == "bin/sd-agent-1.0" {
+			if c.CopyOf != "bin/sd-agent" || c.Cost() != 0 {
+				t.Errorf("plan of %s: copy of %q, cost %d; want a copy of bin/sd-agent costing nothing", c.File.Name, c.CopyOf, c.Cost())
+			}
+			continue
+		}
+		want += c.Sources[0].Want.Size
+	}
+	if got, _ := dry.Plan.DownloadBytes(); got != want {
+		t.Errorf("plan downloads %d bytes, want %d (the shared content once)", got, want)
+	}
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	installed(t, fsys, v2)
+	f2, _ := m2.Lookup("bin/sd-agent-1.0")
+	fetchedOnce(m2, f2.Deltas[0].URL)
+	noLeftovers(t, fsys)
+}

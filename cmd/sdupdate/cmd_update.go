@@ -85,8 +85,11 @@ func printPlan(w io.Writer, p *updater.Plan) {
 			size = human.Bytes(c.File.Size)
 		}
 		// What it costs and in which form: the file, its compressed object or a delta (from an
-		// installed file or a snapshot).
-		if !c.Local && len(c.Sources) > 0 && c.File.Size >= 0 {
+		// installed file or a snapshot), or nothing for a copy of another file of the update.
+		switch {
+		case c.CopyOf != "":
+			size += ", fetch nothing: a copy of " + human.Name(c.CopyOf)
+		case !c.Local && len(c.Sources) > 0 && c.File.Size >= 0:
 			size += fmt.Sprintf(", fetch %s as %s", human.Bytes(c.Cost()), c.Sources[0])
 		}
 		fmt.Fprintf(w, "  %-6s %s %s %s\n", kind, human.Name(c.File.Name), c.Mode, size)
