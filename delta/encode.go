@@ -7,12 +7,13 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// The encoder levels of objects and deltas. Decoding speed hardly depends on the level, so only
-// the publisher's time is traded against bytes. Measured on two real patch releases (1,128
-// changed files, 52 MiB): the best level makes deltas 25 % smaller than the next one, worth its
-// 5× time; for objects it saves 4 %, not worth it.
+// The encoder levels of objects and deltas: both the best. Decoding speed hardly depends on the
+// level, so only the publisher's time is traded against bytes every updater fetches. Measured on
+// real patch releases: for deltas the best level makes them 25 % smaller than the next one; for
+// objects (a fresh install of python3.11 and bind9, 24.8 MB in 674 files) 5.4 % smaller, for
+// 4.6× the publisher's CPU time (5.6 s instead of 1.2 s).
 const (
-	ObjectLevel = zstd.SpeedBetterCompression
+	ObjectLevel = zstd.SpeedBestCompression
 	DeltaLevel  = zstd.SpeedBestCompression
 )
 
