@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -32,20 +33,26 @@ import (
 
 // debPair is one comparison: the packages of an old and a new install, as name=version.
 type debPair struct {
-	name     string
+	name     string // what the table calls it
 	old, new []string
 }
 
 var (
-	// A patch release: the same upstream versions, a Debian security fix each, of an
-	// interpreter and a daemon.
-	patchPair = debPair{"patch", []string{
+	// Patch releases: the same upstream versions, a Debian security fix each, of an
+	// interpreter and a daemon. The first is a hard one: python3.11's u9 is rebuilt throughout
+	// (its executable differs in a sixth of its bytes); the second is what a patch release
+	// usually is, a few functions changed in otherwise equal builds.
+	patchPairs = []debPair{{"python3.11 and bind9", []string{
 		"python3.11-minimal=3.11.2-6+deb12u8", "libpython3.11-minimal=3.11.2-6+deb12u8", "libpython3.11-stdlib=3.11.2-6+deb12u8",
 		"bind9=1:9.18.49-1~deb12u1", "bind9-libs=1:9.18.49-1~deb12u1"}, []string{
 		"python3.11-minimal=3.11.2-6+deb12u9", "libpython3.11-minimal=3.11.2-6+deb12u9", "libpython3.11-stdlib=3.11.2-6+deb12u9",
-		"bind9=1:9.18.49-1~deb12u3", "bind9-libs=1:9.18.49-1~deb12u3"}}
+		"bind9=1:9.18.49-1~deb12u3", "bind9-libs=1:9.18.49-1~deb12u3"}}, {"perl and openssh", []string{
+		"perl-base=5.36.0-7+deb12u3", "libperl5.36=5.36.0-7+deb12u3",
+		"openssh-server=1:9.2p1-2+deb12u9", "openssh-client=1:9.2p1-2+deb12u9"}, []string{
+		"perl-base=5.36.0-7+deb12u4", "libperl5.36=5.36.0-7+deb12u4",
+		"openssh-server=1:9.2p1-2+deb12u10", "openssh-client=1:9.2p1-2+deb12u10"}}}
 	// An upgrade: a database two point releases apart, with the interpreter's patch beside it.
-	upgradePair = debPair{"upgrade", []string{
+	upgradePair = debPair{"postgresql-15 and python3.11", []string{
 		"postgresql-15=15.18-0+deb12u1", "python3.11-minimal=3.11.2-6+deb12u8", "libpython3.11-minimal=3.11.2-6+deb12u8", "libpython3.11-stdlib=3.11.2-6+deb12u8"}, []string{
 		"postgresql-15=15.20-0+deb12u1", "python3.11-minimal=3.11.2-6+deb12u9", "libpython3.11-minimal=3.11.2-6+deb12u9", "libpython3.11-stdlib=3.11.2-6+deb12u9"}}
 )
@@ -85,12 +92,18 @@ func realTree(cache string, pkgs []string) (string, error) {
 			return "", fmt.Errorf("dpkg-deb -x %s: %v: %s", f, err, out)
 		}
 	}
-	// A release holds regular files only: the packages' symlinks are left out.
+	// A release holds regular files with permission bits only: the packages' symlinks are
+	// left out, and setuid programs (ssh-keysign) lose that bit.
 	if err := filepath.Walk(tmp, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		switch {
+		case err != nil:
+			return err
+		case fi.Mode()&os.ModeSymlink != 0:
 			return os.Remove(p)
+		case fi.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky) != 0:
+			return os.Chmod(p, fi.Mode().Perm())
 		}
-		return err
+		return nil
 	}); err != nil {
 		return "", err
 	}
@@ -185,7 +198,8 @@ func slowServer(srv *server, rate float64) (string, func(), error) {
 // realRelease is an old and a new tree published on the site, the new one with deltas from the
 // old, and an install of the old one.
 type realRelease struct {
-	name             string
+	name             string // its directory on the site
+	label            string // what the table calls it
 	oldTree, newTree string
 	oldURL, newURL   string
 	plainURL         string // the new manifest without objects and deltas: file-level only
@@ -197,8 +211,8 @@ type realRelease struct {
 	oldFiles         map[string]string // sha256 → path in oldTree
 }
 
-func (b *bench) newRealRelease(name, oldTree, newTree string) (*realRelease, error) {
-	r := &realRelease{name: name, oldTree: oldTree, newTree: newTree, oldFiles: map[string]string{}}
+func (b *bench) newRealRelease(name, label, oldTree, newTree string) (*realRelease, error) {
+	r := &realRelease{name: name, label: label, oldTree: oldTree, newTree: newTree, oldFiles: map[string]string{}}
 	var err error
 	for _, v := range []struct {
 		url     *string
@@ -335,10 +349,54 @@ type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// decodeSpeed rebuilds every file of r that has a delta from the old tree, in this process, on
-// one goroutine: bytes of output per second, and the largest file rebuilt.
-func (b *bench) decodeSpeed(r *realRelease) (float64, int64, error) {
-	old := map[string]string{}
+// decodeRounds is how many times decodeSpeed rebuilds the files; it reports the median.
+const decodeRounds = 5
+
+// deltaJob is one file decodeSpeed rebuilds: a delta, its base and what it must decode to.
+type deltaJob struct {
+	src, base []byte
+	srcWant   delta.Want
+	out       delta.Want
+}
+
+// decodeSpeed rebuilds every file of r that has a delta from the old tree, in this process,
+// with one reused decoder on one goroutine, decodeRounds times: the median bytes of output per
+// second of this process's CPU time (user+sys, so that a machine shared with other work does
+// not count against it, and the garbage collector's work on other threads does), the median
+// per second of wall time, and the largest file rebuilt.
+func (b *bench) decodeSpeed(r *realRelease) (cpu, wall float64, largest int64, err error) {
+	jobs, err := b.deltaJobs(r)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	dec, err := delta.NewDecoder()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer dec.Close()
+	var cpus, walls []time.Duration
+	var out int64
+	for range decodeRounds {
+		out = 0
+		c0, w0 := cpuTime(), time.Now()
+		for _, j := range jobs {
+			n, err := dec.Decode(io.Discard, bytes.NewReader(j.src), j.srcWant, j.base, j.out, delta.Limits{})
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			out += n
+			largest = max(largest, j.out.Size)
+		}
+		cpus, walls = append(cpus, cpuTime()-c0), append(walls, time.Since(w0))
+	}
+	perSecond := func(d time.Duration) float64 { return float64(out) / max(d, time.Microsecond).Seconds() }
+	return perSecond(median(cpus)), perSecond(median(walls)), largest, nil
+}
+
+// deltaJobs reads, for every file of r with a delta from a content of the old tree, the first
+// such delta and its base.
+func (b *bench) deltaJobs(r *realRelease) ([]deltaJob, error) {
+	old := map[string][]byte{}
 	err := filepath.Walk(r.oldTree, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || !fi.Mode().IsRegular() {
 			return err
@@ -347,42 +405,41 @@ func (b *bench) decodeSpeed(r *realRelease) (float64, int64, error) {
 		if err != nil {
 			return err
 		}
-		old[sha(data)] = p
+		old[sha(data)] = data
 		return nil
 	})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	var out int64
-	var largest int64
-	var spent time.Duration
+	var jobs []deltaJob
 	for _, f := range r.m.Files {
 		for _, d := range f.Deltas {
-			p, ok := old[d.From]
+			base, ok := old[d.From]
 			if !ok {
 				continue
 			}
-			base, _ := os.ReadFile(p)
 			src, err := os.ReadFile(filepath.Join(b.pub.site, r.name, "1.0.1", filepath.FromSlash(d.URL)))
 			if err != nil {
-				return 0, 0, err
+				return nil, err
 			}
-			start := time.Now()
-			n, err := delta.Decode(io.Discard, bytes.NewReader(src), delta.Want{SHA256: d.SHA256, Size: d.Size}, base,
-				delta.Want{SHA256: f.SHA256, Size: f.Size}, delta.Limits{})
-			spent += time.Since(start)
-			if err != nil {
-				return 0, 0, fmt.Errorf("%s: %w", f.Name, err)
-			}
-			out += n
-			largest = max(largest, f.Size)
+			jobs = append(jobs, deltaJob{src: src, base: base, srcWant: delta.Want{SHA256: d.SHA256, Size: d.Size},
+				out: delta.Want{SHA256: f.SHA256, Size: f.Size}})
 			break
 		}
 	}
-	if spent == 0 {
-		return 0, 0, fmt.Errorf("no delta applies")
+	if len(jobs) == 0 {
+		return nil, fmt.Errorf("no delta of %s applies to its old tree", r.name)
 	}
-	return float64(out) / spent.Seconds(), largest, nil
+	return jobs, nil
+}
+
+// cpuTime is the user and system time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func sha(b []byte) string {
@@ -396,49 +453,52 @@ type realRow struct {
 	met                    bool
 }
 
-// realReleases: a patch release and an upgrade of real software, fetched as per-file zstd
+// realReleases: patch releases and an upgrade of real software, fetched as per-file zstd
 // objects and deltas, against rsync -z, a .tar.gz and the file-level update sdupdate did before.
 func (b *bench) realReleases() error {
-	var patchOld, patchNew string
-	var err error
 	if b.short {
-		patchOld, patchNew, err = sdupdateBuilds(b.path("real"))
-	} else {
-		if patchOld, err = realTree(b.debs, patchPair.old); err == nil {
-			patchNew, err = realTree(b.debs, patchPair.new)
+		old, new, err := sdupdateBuilds(b.path("real"))
+		if err != nil {
+			return err
+		}
+		r, err := b.newRealRelease("p", "sdupdate 1.0.0 → 1.0.1", old, new)
+		if err != nil {
+			return err
+		}
+		return b.patchRows(r)
+	}
+	for i, pair := range patchPairs {
+		r, err := b.debRelease(fmt.Sprintf("p%d", i), pair)
+		if err != nil {
+			return err
+		}
+		if err := b.patchRows(r); err != nil {
+			return err
 		}
 	}
-	if err != nil {
-		return err
-	}
-	r, err := b.newRealRelease("p", patchOld, patchNew)
-	if err != nil {
-		return err
-	}
-	if err := b.patchRows(r); err != nil {
-		return err
-	}
-	if b.short {
-		return nil
-	}
-	upOld, err := realTree(b.debs, upgradePair.old)
-	if err != nil {
-		return err
-	}
-	upNew, err := realTree(b.debs, upgradePair.new)
-	if err != nil {
-		return err
-	}
-	u, err := b.newRealRelease("u", upOld, upNew)
+	u, err := b.debRelease("u", upgradePair)
 	if err != nil {
 		return err
 	}
 	return b.upgradeRows(u)
 }
 
+// debRelease unpacks pair's packages as an old and a new tree and publishes both.
+func (b *bench) debRelease(name string, pair debPair) (*realRelease, error) {
+	old, err := realTree(b.debs, pair.old)
+	if err != nil {
+		return nil, err
+	}
+	new, err := realTree(b.debs, pair.new)
+	if err != nil {
+		return nil, err
+	}
+	return b.newRealRelease(name, pair.name, old, new)
+}
+
 // patchRows measures the patch release: bytes on the wire, decoding, a slow link, a fresh install.
 func (b *bench) patchRows(r *realRelease) error {
-	what := fmt.Sprintf("patch release, %s in %s files", size(r.bytes), count(len(r.m.Files)))
+	what := fmt.Sprintf("patch release (%s), %s in %s files", r.label, size(r.bytes), count(len(r.m.Files)))
 	rss, err := b.patchWireRows(r, what)
 	if err != nil {
 		return err
@@ -482,11 +542,12 @@ func (b *bench) patchWireRows(r *realRelease, what string) (int64, error) {
 // patchDecodeRows measures delta decoding on one core, and checks rss (the update's peak) against
 // the largest file patched.
 func (b *bench) patchDecodeRows(r *realRelease, what string, rss int64) error {
-	speed, largest, err := b.decodeSpeed(r)
+	speed, wall, largest, err := b.decodeSpeed(r)
 	if err != nil {
 		return err
 	}
-	b.realRow(what+": delta decode speed, one core", fmt.Sprintf("%.0f MB/s of output", speed/1e6), "≥ 250 MB/s", speed >= 250e6)
+	b.realRow(what+": delta decode speed, one core", fmt.Sprintf("%.0f MB/s of output per CPU second (per wall second: %.0f; medians of %d)",
+		speed/1e6, wall/1e6, decodeRounds), "≥ 250 MB/s", speed >= 250e6)
 	limit := int64(64<<20) + largest
 	b.realRow(what+": peak RSS while patching", fmt.Sprintf("%s (largest file patched %s)", size(rss), size(largest)),
 		"≤ 64 MiB + largest = "+size(limit), rss <= limit)
@@ -559,7 +620,7 @@ func (b *bench) upgradeRows(u *realRelease) error {
 		return err
 	}
 	o, ob := summarize(s[0]), summarize(s[1])
-	b.realRow(fmt.Sprintf("upgrade, %s in %s files: bytes on the wire", size(u.bytes), count(len(u.m.Files))),
+	b.realRow(fmt.Sprintf("upgrade (%s), %s in %s files: bytes on the wire", u.label, size(u.bytes), count(len(u.m.Files))),
 		fmt.Sprintf("%s = %.2f %% of the install; objects only: %s", size(o.fetched), pct(o.fetched, u.bytes), size(ob.fetched)),
 		"≤ per-file objects", o.fetched <= ob.fetched)
 	return nil
