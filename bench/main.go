@@ -83,6 +83,9 @@ func run(shortMode bool, runs int, parent, debs, only string) error {
 	if runs > 0 {
 		b.runs = runs
 	}
+	if _, err := os.Stat(timeTool); err != nil {
+		return fmt.Errorf("peak RSS is measured with %s: install it (apt-get install time): %w", timeTool, err)
+	}
 	dir, err := os.MkdirTemp(parent, "sdupdate-bench-")
 	if err != nil {
 		return err

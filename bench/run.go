@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,7 +38,12 @@ func (b *bench) runOnce(c *contender) (sample, error) {
 	}
 	syscall.Sync()
 	b.srv.sent.Store(0)
-	cmd := exec.Command(c.args[0], c.args[1:]...)
+	// The peak RSS is what /usr/bin/time reports: the command runs as its child, forked from a
+	// small process. wait4's own figure for a command started from this one would be wrong:
+	// Go starts a command with vfork, and exec records the peak of the memory it replaces, so
+	// the command would be charged the benchmark's own peak (80 MiB after the real releases).
+	rssFile := filepath.Join(b.dir, "rss")
+	cmd := exec.Command(timeTool, append([]string{"-f", "%M", "-o", rssFile}, c.args...)...)
 	cmd.Env = cleanEnv()
 	var out tail
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -49,9 +56,31 @@ func (b *bench) runOnce(c *contender) (sample, error) {
 	if code := cmd.ProcessState.ExitCode(); code != c.exit {
 		return sample{}, fmt.Errorf("%s: %s exited %d, want %d:\n%s", c.name, strings.Join(c.args, " "), code, c.exit, out.String())
 	}
+	// /usr/bin/time's own CPU includes its child's, which it waited for.
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	return sample{wall: wall, cpu: cpu, rss: ru.Maxrss * 1024, fetched: b.srv.sent.Load()}, nil
+	rss, err := peakRSS(rssFile)
+	if err != nil {
+		return sample{}, fmt.Errorf("%s: %w", c.name, err)
+	}
+	return sample{wall: wall, cpu: cpu, rss: rss, fetched: b.srv.sent.Load()}, nil
+}
+
+// timeTool is GNU time (Debian's package "time"), which reports a command's peak RSS.
+const timeTool = "/usr/bin/time"
+
+// peakRSS reads the peak RSS, in KiB, that timeTool wrote to path; it returns bytes.
+func peakRSS(path string) (int64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("cannot read the peak RSS %s wrote: %w", timeTool, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	kib, err := strconv.ParseInt(strings.TrimSpace(lines[len(lines)-1]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s wrote %q, not a peak RSS in KiB: %w", timeTool, data, err)
+	}
+	return kib * 1024, nil
 }
 
 // compare runs each contender once to warm up, then runs rounds of them in turn, so a drift of
