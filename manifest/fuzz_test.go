@@ -40,6 +40,10 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse(data)
+		head, herr := ParseHead(data) // never panics either
+		if err == nil && (herr != nil || head.Version != m.Version || head.BaseURL != m.BaseURL || !head.Expires.Equal(m.Expires)) {
+			t.Fatalf("ParseHead of a manifest Parse accepts: %+v, %v; Parse: %q %q %v", head, herr, m.Version, m.BaseURL, m.Expires)
+		}
 		if err != nil {
 			if m != nil {
 				t.Fatal("Parse returned a manifest with an error")

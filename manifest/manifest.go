@@ -84,45 +84,9 @@ func Parse(data []byte) (*Manifest, error) {
 // read, and the canonical form of an accepted manifest (indented, every mode spelt out) can be
 // larger than the compact bytes that were fetched.
 func ParseRecorded(data []byte) (*Manifest, error) {
-	// A full syntax check first: it refuses trailing data, and the walk below relies on it.
-	// Only a refused document is decoded again, for the offset of its syntax error.
-	if !validJSON(data) {
-		var whole json.RawMessage
-		err := json.Unmarshal(data, &whole)
-		var syntax *json.SyntaxError
-		if errors.As(err, &syntax) {
-			return nil, fmt.Errorf("manifest: not valid JSON at byte %d: %w", syntax.Offset, err)
-		}
-		return nil, fmt.Errorf("manifest: not valid JSON: %w", err)
-	}
-	top, err := decodeObject(data[skipSpace(data, 0):], "version", "base_url", "expires", "files")
+	m, top, err := parseHead(data)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-
-	m := &Manifest{}
-	if m.Version, err = stringField(top, "version", true); err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	if m.Version == "" {
-		return nil, errors.New("manifest: version is empty")
-	}
-	if _, err := parseVersion(m.Version); err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	if m.BaseURL, err = stringField(top, "base_url", false); err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	expires, err := stringField(top, "expires", false)
-	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	if _, given := top.get("expires"); given {
-		t, err := time.Parse(time.RFC3339, expires)
-		if err != nil {
-			return nil, fmt.Errorf("manifest: expires %q is not an RFC 3339 time such as \"2027-01-01T00:00:00Z\"", expires)
-		}
-		m.Expires = t
+		return nil, err
 	}
 	if err := m.parseFiles(top); err != nil {
 		return nil, err
@@ -142,6 +106,63 @@ func ParseRecorded(data []byte) (*Manifest, error) {
 		}
 	}
 	return m, nil
+}
+
+// ParseHead is Parse without the files: the version, base_url and expires of data, checked as
+// Parse checks them, and the syntax of the whole document. Its files are neither read nor
+// validated, so it is only for bytes the caller knows (by their sha256) a whole Parse of this
+// sdupdate accepted before, and Legacy is not known from it.
+func ParseHead(data []byte) (*Manifest, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("manifest: %d bytes is more than the limit of %d bytes (16 MiB)", len(data), MaxSize)
+	}
+	m, _, err := parseHead(data)
+	return m, err
+}
+
+// parseHead checks data's syntax and reads its top-level fields but the files.
+func parseHead(data []byte) (*Manifest, *object, error) {
+	// A full syntax check first: it refuses trailing data, and the walk below relies on it.
+	// Only a refused document is decoded again, for the offset of its syntax error.
+	if !validJSON(data) {
+		var whole json.RawMessage
+		err := json.Unmarshal(data, &whole)
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			return nil, nil, fmt.Errorf("manifest: not valid JSON at byte %d: %w", syntax.Offset, err)
+		}
+		return nil, nil, fmt.Errorf("manifest: not valid JSON: %w", err)
+	}
+	top, err := decodeObject(data[skipSpace(data, 0):], "version", "base_url", "expires", "files")
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
+	}
+
+	m := &Manifest{}
+	if m.Version, err = stringField(top, "version", true); err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
+	}
+	if m.Version == "" {
+		return nil, nil, errors.New("manifest: version is empty")
+	}
+	if _, err := parseVersion(m.Version); err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
+	}
+	if m.BaseURL, err = stringField(top, "base_url", false); err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
+	}
+	expires, err := stringField(top, "expires", false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
+	}
+	if _, given := top.get("expires"); given {
+		t, err := time.Parse(time.RFC3339, expires)
+		if err != nil {
+			return nil, nil, fmt.Errorf("manifest: expires %q is not an RFC 3339 time such as \"2027-01-01T00:00:00Z\"", expires)
+		}
+		m.Expires = t
+	}
+	return m, top, nil
 }
 
 func pick(cond bool, a, b string) string {

@@ -11,7 +11,7 @@
 //	├── txn.json                    the journal of the run in progress (absent when none)
 //	├── txn-part-<sha256>           its large fields (manifests, ops), written once each (txnparts.go)
 //	├── installed.json              the manifest of the installed version (absent before the first update)
-//	├── installed.version           which version installed.json's exact bytes are (see installed.go)
+//	├── installed.version           which version installed.json's exact bytes are, and which signed manifest bytes were parsed whole (see installed.go)
 //	├── last-run.json               the outcome of the last update, rollback or recovery; run totals
 //	├── last-check.json             the version `check` last saw offered (metrics)
 //	├── staging/<run-id>/NNNNN      verified downloads waiting to be renamed into place

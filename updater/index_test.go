@@ -69,7 +69,7 @@ func planNext(t *testing.T, e *Engine, repair bool) *Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := e.fetchManifest(context.Background(), e.runLog("test"))
+	f, err := e.fetchManifest(context.Background(), e.runLog("test"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

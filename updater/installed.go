@@ -27,43 +27,48 @@ import (
 // versionRecord is the file's content.
 type versionRecord struct {
 	Version string `json:"version"`
-	Sum     string `json:"sum"` // versionSum of Version, installed.json's bytes and sdupdate's version
+	// Offered is the sha256 of the signed manifest bytes, in the modern form, that this
+	// sdupdate parsed whole and found to be Version: fetched again, they need no second parse
+	// of their files to be known up to date (see fetchManifest). Empty when none is known.
+	Offered string `json:"offered,omitempty"`
+	Sum     string `json:"sum"` // versionSum of the fields above, installed.json's bytes and sdupdate's version
 }
 
 func (l *layout) versionRecordPath() string { return filepath.Join(l.state, "installed.version") }
 
 // versionSum binds version to raw and to the sdupdate that parsed it (a later one may refuse
 // what an earlier one accepted). The lengths keep the fields apart.
-func (e *Engine) versionSum(version string, raw []byte) string {
+func (e *Engine) versionSum(version, offered string, raw []byte) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "sdupdate installed.version 1\n%d:%s\n%d:%s\n%d\n", len(e.SelfVersion), e.SelfVersion, len(version), version, len(raw))
+	fmt.Fprintf(h, "sdupdate installed.version 2\n%d:%s\n%d:%s\n%d:%s\n%d\n", len(e.SelfVersion), e.SelfVersion, len(version), version, len(offered), offered, len(raw))
 	h.Write(raw)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// recordedVersion is the version the record gives for raw, if it vouches for exactly these bytes.
-func (e *Engine) recordedVersion(l *layout, raw []byte) (string, bool) {
+// recordedVersion is the record for raw, if it vouches for exactly these bytes.
+func (e *Engine) recordedVersion(l *layout, raw []byte) (versionRecord, bool) {
 	if raw == nil {
-		return "", false
+		return versionRecord{}, false
 	}
 	data, err := fsutil.ReadRegularFile(e.Fs, l.versionRecordPath())
 	if err != nil {
-		return "", false // missing or unreadable: the manifest is parsed, which says what is wrong
+		return versionRecord{}, false // missing or unreadable: the manifest is parsed, which says what is wrong
 	}
 	var r versionRecord
-	if json.Unmarshal(data, &r) != nil || r.Version == "" || r.Sum != e.versionSum(r.Version, raw) {
-		return "", false
+	if json.Unmarshal(data, &r) != nil || r.Version == "" || (r.Offered != "" && !isSHA256(r.Offered)) || r.Sum != e.versionSum(r.Version, r.Offered, raw) {
+		return versionRecord{}, false
 	}
-	return r.Version, true
+	return r, true
 }
 
-// recordVersion writes the record for raw, a valid installed manifest of version. A failure
-// costs the next run a parse, nothing else.
-func (e *Engine) recordVersion(l *layout, version string, raw []byte) {
+// recordVersion writes the record for raw, a valid installed manifest of version, and offered,
+// the sha256 of signed manifest bytes of version this sdupdate parsed whole ("" if none). A
+// failure costs the next run a parse, nothing else.
+func (e *Engine) recordVersion(l *layout, version, offered string, raw []byte) {
 	if raw == nil || version == "" {
 		return
 	}
-	data, err := json.Marshal(versionRecord{Version: version, Sum: e.versionSum(version, raw)})
+	data, err := json.Marshal(versionRecord{Version: version, Offered: offered, Sum: e.versionSum(version, offered, raw)})
 	if err == nil {
 		err = fsutil.WriteFileAtomic(e.Fs, l.versionRecordPath(), data, 0o600)
 	}
@@ -75,16 +80,23 @@ func (e *Engine) recordVersion(l *layout, version string, raw []byte) {
 // versionOfInstalled reads installed.json: its bytes, its version and, unless the version
 // record vouches for these bytes, the parsed manifest (m nil and raw set: left unparsed).
 func (e *Engine) versionOfInstalled(l *layout) (raw []byte, version string, m *manifest.Manifest, err error) {
+	raw, r, m, err := e.readVouched(l)
+	return raw, r.Version, m, err
+}
+
+// readVouched is versionOfInstalled with the whole version record (empty when it vouches for
+// nothing and m was parsed).
+func (e *Engine) readVouched(l *layout) (raw []byte, r versionRecord, m *manifest.Manifest, err error) {
 	if raw, err = e.readInstalledRaw(l); err != nil {
-		return nil, "", nil, err
+		return nil, r, nil, err
 	}
-	if v, ok := e.recordedVersion(l, raw); ok {
-		return raw, v, nil, nil
+	if r, ok := e.recordedVersion(l, raw); ok {
+		return raw, r, nil, nil
 	}
 	if m, err = e.parseInstalled(l, raw); err != nil {
-		return nil, "", nil, err
+		return nil, r, nil, err
 	}
-	return raw, versionOf(m), m, nil
+	return raw, versionRecord{Version: versionOf(m)}, m, nil
 }
 
 // installedVersion is the installed version ("" before the first update).
@@ -97,11 +109,13 @@ func (e *Engine) installedVersion(l *layout) (string, error) {
 // vouches for it (see needInstalled). With record (the caller holds the lock), a manifest it
 // had to parse gets its record, for the next run.
 func (e *Engine) readInstalled(u *updateRun, record bool) (version string, err error) {
-	u.installedRaw, version, u.installed, err = e.versionOfInstalled(u.l)
+	var r versionRecord
+	u.installedRaw, r, u.installed, err = e.readVouched(u.l)
 	if err == nil && record && u.installed != nil {
-		e.recordVersion(u.l, version, u.installedRaw)
+		e.recordVersion(u.l, r.Version, "", u.installedRaw)
 	}
-	return version, err
+	u.offered = r.Offered
+	return r.Version, err
 }
 
 // needInstalled parses the installed manifest that readInstalled left unparsed, once the run

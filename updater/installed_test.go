@@ -3,6 +3,8 @@ package updater
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"path/filepath"
@@ -38,8 +40,8 @@ func vouched(t *testing.T, fsys afero.Fs, e *Engine) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := e.recordedVersion(l, raw)
-	return v
+	r, _ := e.recordedVersion(l, raw)
+	return r.Version
 }
 
 // upToDate runs an update that must end "already up to date" without fetching a file.
@@ -126,7 +128,7 @@ func TestOnlyTheNoOpDecisionReliesOnTheRecord(t *testing.T) {
 	if err := afero.WriteFile(fsys, installedPath, refused, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.recordVersion(l, "1.0.0", refused)
+	e.recordVersion(l, "1.0.0", "", refused)
 
 	upToDate(t, s, e, "record vouching for a refused manifest")
 	if res, err := e.Check(context.Background()); err != nil || res.UpdateAvailable || res.Installed != "1.0.0" {
@@ -229,4 +231,53 @@ func TestUpdateAfterRollbackIsNotUpToDate(t *testing.T) {
 		t.Fatalf("update after the rollback: %+v, %v; want 1.0.0 -> 1.1.0", res, err)
 	}
 	equalTrees(t, tree(t, fsys, installDir), want(v2, untracked))
+}
+
+// recordedOffered is the sha256 of manifest bytes the record says were parsed whole.
+func recordedOffered(t *testing.T, fsys afero.Fs) string {
+	t.Helper()
+	data, err := afero.ReadFile(fsys, recordPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r versionRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Offered
+}
+
+// Manifest bytes parsed whole once are, fetched again, only checked for their signature, syntax,
+// version and expiry; bytes that differ in the least are parsed whole, so an entry this sdupdate
+// refuses is refused, and an expiry passed since is refused however often the bytes were seen.
+func TestSameManifestBytesAreParsedWholeOnce(t *testing.T) {
+	s, fsys, e := installedV1(t)
+	expires := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	editManifest(t, s, func(m map[string]any) { m["expires"] = expires.Format(time.RFC3339) })
+	s.mu.Lock()
+	raw := s.content["/manifest.json"]
+	s.mu.Unlock()
+	sum := sha256.Sum256(raw)
+	upToDate(t, s, e, "first run with these bytes")
+	if got, want := recordedOffered(t, fsys), hex.EncodeToString(sum[:]); got != want {
+		t.Fatalf("the record keeps offered %q, want the manifest's sha256 %s", got, want)
+	}
+	upToDate(t, s, e, "the same bytes again")
+	if _, err := e.Check(context.Background()); err != nil {
+		t.Errorf("check after a no-op: %v", err)
+	}
+
+	e.Now = func() time.Time { return expires.Add(time.Minute) }
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("the same bytes after their expiry: %v, want refused as expired", err)
+	}
+	e.Now = nil
+
+	editManifest(t, s, func(m map[string]any) {
+		files := m["files"].([]any)
+		files[0].(map[string]any)["mode"] = "4755"
+	})
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "refusing manifest") {
+		t.Errorf("same version, other bytes with a refused entry: %v, want the manifest refused", err)
+	}
 }

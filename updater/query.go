@@ -248,7 +248,7 @@ func (e *Engine) Check(ctx context.Context) (*CheckResult, error) {
 		return nil, err
 	}
 	log := e.runLog(e.runID())
-	f, err := e.fetchManifest(ctx, log)
+	f, err := e.fetchManifest(ctx, log, "")
 	if err != nil {
 		return nil, withCode(CodeFailed, err)
 	}

@@ -73,6 +73,7 @@ type updateRun struct {
 	started      time.Time
 	installed    *manifest.Manifest // nil before the first update
 	installedRaw []byte
+	offered      string // the version record's sha256 of manifest bytes already parsed whole
 	res          *Result
 	f            *fetched // the verified manifest, once checkUpdate fetched it
 	rec          *Record  // the journal, once stageUpdate wrote it
@@ -136,7 +137,7 @@ func (e *Engine) checkUpdate(ctx context.Context, u *updateRun) (finished bool, 
 	log.WithField(logging.FieldFrom, human.Version(from)).
 		Infof("installed version %s; checking %s", human.Version(from), fetch.Redact(e.Config.ManifestURL))
 	e.notify("fetching manifest")
-	if u.f, err = e.fetchManifest(ctx, u.log); err != nil {
+	if u.f, err = e.fetchManifest(ctx, u.log, u.offered); err != nil {
 		return false, failIn(logging.PhaseCheck, err)
 	}
 	to := u.f.m.Version
@@ -145,11 +146,21 @@ func (e *Engine) checkUpdate(ctx context.Context, u *updateRun) (finished bool, 
 	if err != nil {
 		return false, failIn(logging.PhaseCheck, err)
 	}
+	if u.f.head && (cmp != 0 || u.opts.Repair) {
+		// Only a forged version record gets here: the run needs the files after all.
+		if u.f.m, err = manifest.Parse(u.f.raw); err != nil {
+			return false, failIn(logging.PhaseCheck, fmt.Errorf("refusing manifest %s: %w", fetch.Redact(e.Config.ManifestURL), err))
+		}
+		u.f.head = false
+	}
 	switch {
 	case cmp == 0 && !u.opts.Repair:
 		u.res.Outcome = OutcomeUpToDate
 		log.WithFields(logrus.Fields{logging.FieldMessageID: logging.MsgUpToDate, logging.FieldFrom: from, logging.FieldTo: to}).
 			Infof("already up to date (version %s)", from)
+		if !u.opts.DryRun && u.f.offered() != u.offered {
+			e.recordVersion(u.l, from, u.f.offered(), u.installedRaw) // the next run skips the parse
+		}
 		if !u.opts.DryRun {
 			e.recordLastRun(u.l, &LastRun{RunID: u.res.RunID, Command: KindUpdate, Result: OutcomeUpToDate, From: from, To: from, Started: u.started})
 		}
@@ -330,7 +341,7 @@ func (e *Engine) applyFiles(u *updateRun) error {
 	}
 	e.recordApplied(u.l, u.res.Plan, u.rec.NewManifest)
 	e.saveIndex(u.l, u.res.Plan.Index)
-	e.recordVersion(u.l, u.res.Plan.To, u.rec.NewManifest)
+	e.recordVersion(u.l, u.res.Plan.To, u.f.offered(), u.rec.NewManifest)
 	e.index = u.res.Plan.Index
 	return e.journal(u.l).setPhase(u.rec, PhaseApplied)
 }
