@@ -106,14 +106,11 @@ func (e *Engine) installedVersion(l *layout) (string, error) {
 }
 
 // readInstalled reads installed.json for an update, leaving it unparsed when the version record
-// vouches for it (see needInstalled). With record (the caller holds the lock), a manifest it
-// had to parse gets its record, for the next run.
-func (e *Engine) readInstalled(u *updateRun, record bool) (version string, err error) {
+// vouches for it (see needInstalled). An up-to-date run that had to parse it, or that parsed
+// the fetched manifest whole, writes the record for the next run (see checkUpdate).
+func (e *Engine) readInstalled(u *updateRun) (version string, err error) {
 	var r versionRecord
 	u.installedRaw, r, u.installed, err = e.readVouched(u.l)
-	if err == nil && record && u.installed != nil {
-		e.recordVersion(u.l, r.Version, "", u.installedRaw)
-	}
 	u.offered = r.Offered
 	return r.Version, err
 }

@@ -118,9 +118,8 @@ func (e *Engine) startUpdate(opts UpdateOptions) (*updateRun, error) {
 		}
 		from = versionOf(u.installed)
 	} else {
-		// Its version is enough until the run goes past "already up to date". A dry run may
-		// run beside an update that holds the lock: it leaves the version record alone.
-		from, err = e.readInstalled(u, !opts.DryRun)
+		// Its version is enough until the run goes past "already up to date".
+		from, err = e.readInstalled(u)
 	}
 	if err != nil {
 		return nil, err
@@ -158,8 +157,10 @@ func (e *Engine) checkUpdate(ctx context.Context, u *updateRun) (finished bool, 
 		u.res.Outcome = OutcomeUpToDate
 		log.WithFields(logrus.Fields{logging.FieldMessageID: logging.MsgUpToDate, logging.FieldFrom: from, logging.FieldTo: to}).
 			Infof("already up to date (version %s)", from)
-		if !u.opts.DryRun && u.f.offered() != u.offered {
-			e.recordVersion(u.l, from, u.f.offered(), u.installedRaw) // the next run skips the parse
+		// The next run skips the parses this one had to do. A dry run may run beside an update
+		// that holds the lock: it leaves the record alone.
+		if !u.opts.DryRun && (u.installed != nil || u.f.offered() != u.offered) {
+			e.recordVersion(u.l, from, u.f.offered(), u.installedRaw)
 		}
 		if !u.opts.DryRun {
 			e.recordLastRun(u.l, &LastRun{RunID: u.res.RunID, Command: KindUpdate, Result: OutcomeUpToDate, From: from, To: from, Started: u.started})
