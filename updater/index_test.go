@@ -95,16 +95,8 @@ func changedNames(p *Plan) []string {
 func TestPlanReadsOnlyFilesWhoseStatChanged(t *testing.T) {
 	s := newSite(t)
 	e, fs := osEngine(t, s)
-	s.publish(t, "1.0.0", v1)
-	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond) // the installed files are older than the index: not racy
-	s.publish(t, "1.1.0", v2)
-	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond)
+	updatedNotRacy(t, s, e, "1.0.0", v1)
+	updatedNotRacy(t, s, e, "1.1.0", v2)
 	fs.reset()
 	s.publish(t, "1.2.0", map[string]agentFile{
 		"agent.py": {data: "print('agent 1.2.0')\n"}, "bin/sd-agent": v2["bin/sd-agent"],
@@ -122,11 +114,7 @@ func TestPlanReadsOnlyFilesWhoseStatChanged(t *testing.T) {
 func TestPlanHashesAFileRewrittenWithItsMtimePutBack(t *testing.T) {
 	s := newSite(t)
 	e, fs := osEngine(t, s)
-	s.publish(t, "1.0.0", v1)
-	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond)
+	updatedNotRacy(t, s, e, "1.0.0", v1)
 	// Same size, other bytes, mtime restored: only the ctime tells.
 	p := filepath.Join(e.Config.Directory, "lib", "common.py")
 	fi, _ := os.Stat(p)
@@ -146,11 +134,7 @@ func TestPlanHashesAFileRewrittenWithItsMtimePutBack(t *testing.T) {
 func TestRepairAndVerifyNeverTrustTheIndex(t *testing.T) {
 	s := newSite(t)
 	e, fs := osEngine(t, s)
-	s.publish(t, "1.0.0", v1)
-	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond)
+	updatedNotRacy(t, s, e, "1.0.0", v1)
 	// An index that lies: it claims a damaged file still has its published hash.
 	l, _ := e.resolveLayout()
 	_, raw, _ := e.installedManifest(l)
@@ -304,11 +288,7 @@ func TestContentOnlyInPrunedSnapshots(t *testing.T) {
 func TestPlanIndexHoldsTheNewVersionsFilesOnly(t *testing.T) {
 	s := newSite(t)
 	e, _ := osEngine(t, s)
-	s.publish(t, "1.0.0", v1)
-	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond)
+	updatedNotRacy(t, s, e, "1.0.0", v1)
 	l, _ := e.resolveLayout()
 	_, raw, _ := e.installedManifest(l)
 	x := e.loadIndex(l, raw)
@@ -326,4 +306,16 @@ func TestPlanIndexHoldsTheNewVersionsFilesOnly(t *testing.T) {
 	if got := p.Index.Names(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("plan's index names %v, want %v (plugins/old.py dropped, ghost listed by no manifest)", got, want)
 	}
+}
+
+// updatedNotRacy publishes files as version and updates e to it (as updateTo does, without its
+// crash fixtures' tree check), then waits until the installed files are older than the index it
+// wrote: none of them is racy.
+func updatedNotRacy(t *testing.T, s *site, e *Engine, version string, files map[string]agentFile) {
+	t.Helper()
+	s.publish(t, version, files)
+	if _, err := e.Update(context.Background(), UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
 }
