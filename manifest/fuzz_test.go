@@ -34,6 +34,10 @@ func FuzzParse(f *testing.F) {
 		`[]`, ``, `{`, `{"version":"1.0.0","files":[{}]}`,
 		doc(withSources(`"object":{"url":".sdupdate/o.zst","size":400,"sha256":"` + sumB + `"},` +
 			`"deltas":[{"from_sha256":"` + sumC + `","url":"../d.zst","size":20,"sha256":"` + sumC + `"}]`)),
+		doc(withSources(`"object":{"url":".sdupdate/o.zst","size":400,"sha256":"` + sumB + `"},` +
+			`"deltas":[{"from_sha256":"` + sumC + `","url":".sdupdate/d.zst","size":20,"sha256":"` + sumC + `"}]`)),
+		withPacks([]string{sized("a.py", 300), sized("b.py", 200), sized("c", 0)}, pack(120, "b.py", "a.py")),
+		withPacks([]string{sized("a.py", 300), sized("b.py", 200), sized("c", 0)}, pack(120, "b.py", "a.py"), pack(1, "c", "a.py")),
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -70,10 +74,10 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Legacy=%v but file %q has sha256 %q", m.Legacy, file.Name, file.SHA256)
 			}
 			if file.Object != nil {
-				assertNameStaysInside(t, file.Object.URL)
+				assertURLStaysInside(t, file.Object.URL)
 			}
 			for _, d := range file.Deltas {
-				assertNameStaysInside(t, d.URL)
+				assertURLStaysInside(t, d.URL)
 				if d.Size < 1 || d.Size > MaxSourceSize(file.Size) {
 					t.Fatalf("accepted delta size %d for a %d-byte file", d.Size, file.Size)
 				}
@@ -82,6 +86,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Lookup(%q) = %+v, %v", file.Name, got, ok)
 			}
 		}
+		assertPacksHold(t, m)
 		out, err := m.Marshal()
 		if err != nil {
 			t.Fatalf("accepted manifest does not marshal: %v", err)
@@ -151,6 +156,22 @@ func snapshotIDOfLongestVersion() string { return strings.Repeat("i", 128) }
 // assertNameStaysInside checks that an accepted name cannot lead outside the install directory.
 func assertNameStaysInside(t *testing.T, name string) {
 	t.Helper()
+	assertURLStaysInside(t, name)
+	if strings.SplitN(name, "/", 2)[0] == ReservedName {
+		t.Fatalf("accepted reserved name %q", name)
+	}
+	assertDerivedPathsFit(t, name)
+	const root = "/opt/sd-agent"
+	joined := filepath.Join(root, filepath.FromSlash(name))
+	if rel, err := filepath.Rel(root, joined); err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		t.Fatalf("accepted %q, which joins to %q outside %s", name, joined, root)
+	}
+}
+
+// assertURLStaysInside checks a source's URL, which is relative to the file base like a name but
+// may lie in the reserved directory, where a release keeps its objects, deltas and packs.
+func assertURLStaysInside(t *testing.T, name string) {
+	t.Helper()
 	if path.Clean(name) != name {
 		t.Fatalf("accepted %q, which is not clean (%q)", name, path.Clean(name))
 	}
@@ -165,13 +186,26 @@ func assertNameStaysInside(t *testing.T, name string) {
 	if strings.ContainsRune(name, '\\') || strings.IndexFunc(name, unicode.IsControl) >= 0 {
 		t.Fatalf("accepted %q with a backslash or control character", name)
 	}
-	if strings.SplitN(name, "/", 2)[0] == ReservedName {
-		t.Fatalf("accepted reserved name %q", name)
-	}
-	assertDerivedPathsFit(t, name)
-	const root = "/opt/sd-agent"
-	joined := filepath.Join(root, filepath.FromSlash(name))
-	if rel, err := filepath.Rel(root, joined); err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-		t.Fatalf("accepted %q, which joins to %q outside %s", name, joined, root)
+}
+
+// assertPacksHold checks what a client relies on of accepted packs: members are listed files, each
+// in one pack, adding up to the raw size within the limits, and the URL stays inside the base.
+func assertPacksHold(t *testing.T, m *Manifest) {
+	t.Helper()
+	inPack := map[string]bool{}
+	for i, p := range m.Packs {
+		assertURLStaysInside(t, p.URL)
+		var raw int64
+		for _, name := range p.Files {
+			f, ok := m.Lookup(name)
+			if !ok || inPack[name] || f.SHA256 == "" {
+				t.Fatalf("pack #%d: member %q accepted (listed %v, in a pack already %v)", i+1, name, ok, inPack[name])
+			}
+			inPack[name] = true
+			raw += f.Size
+		}
+		if len(p.Files) < MinPackFiles || raw != p.RawSize || raw < 1 || raw > MaxPackSize || p.Size < 1 || p.Size > MaxSourceSize(raw) {
+			t.Fatalf("pack #%d accepted: %d files, raw %d (says %d), size %d", i+1, len(p.Files), raw, p.RawSize, p.Size)
+		}
 	}
 }

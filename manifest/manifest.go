@@ -13,7 +13,11 @@
 //	"object": {"url": ".sdupdate/<sha256>.zst", "size": 40, "sha256": "<of those bytes>"},
 //	"deltas": [{"from_sha256": "<an earlier content>", "url": "…", "size": 9, "sha256": "…"}]
 //
-// and the legacy one served by the original updater, where every entry has an md5 and no sha256:
+// A modern manifest may also list packs, zstd streams of several small files' contents (see Pack):
+//
+//	"packs": [{"url": ".sdupdate/<sha256>.zst", "size": 70, "sha256": "…", "files": ["a.py", "b.py"]}]
+//
+// The legacy form, served by the original updater, has an md5 and no sha256 in every entry:
 //
 //	{"version": "1.0.0b4", "files": [{"name": "agent.py", "md5": "<32 hex>"}]}
 //
@@ -64,6 +68,7 @@ type Manifest struct {
 	BaseURL string    // as written ("" if absent)
 	Expires time.Time // zero if absent
 	Files   []File    // order as given
+	Packs   []Pack    // sources shared by several files, when published (see Pack)
 	Legacy  bool      // true for the md5 form
 
 	index map[string]int // name → position in Files, built by Parse
@@ -89,6 +94,9 @@ func ParseRecorded(data []byte) (*Manifest, error) {
 		return nil, err
 	}
 	if err := m.parseFiles(top); err != nil {
+		return nil, err
+	}
+	if err := m.parsePacks(top); err != nil {
 		return nil, err
 	}
 	// A file that is also another entry's parent directory cannot be installed: say so now,
@@ -133,7 +141,7 @@ func parseHead(data []byte) (*Manifest, *object, error) {
 		}
 		return nil, nil, fmt.Errorf("manifest: not valid JSON: %w", err)
 	}
-	top, err := decodeObject(data[skipSpace(data, 0):], "version", "base_url", "expires", "files")
+	top, err := decodeObject(data[skipSpace(data, 0):], "version", "base_url", "expires", "files", "packs")
 	if err != nil {
 		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
@@ -473,6 +481,7 @@ type wireManifest struct {
 	BaseURL string     `json:"base_url,omitempty"`
 	Expires string     `json:"expires,omitempty"`
 	Files   []wireFile `json:"files"`
+	Packs   []wirePack `json:"packs,omitempty"`
 }
 
 type wireFile struct {
@@ -487,11 +496,11 @@ type wireFile struct {
 
 // Marshal returns the canonical, indented JSON of m in the modern form: mode as a "0644" string
 // and only when the manifest has one, md5 only for a legacy entry (no sha256), size unless
-// unknown, object and deltas when there are any. The output is parsed again before it is
+// unknown, object, deltas and packs when there are any. The output is parsed again before it is
 // returned, so Marshal never produces a manifest that ParseRecorded would refuse, and
 // ParseRecorded(Marshal(m)) gives back m.
 func (m *Manifest) Marshal() ([]byte, error) {
-	w := wireManifest{Version: m.Version, BaseURL: m.BaseURL, Files: make([]wireFile, len(m.Files))}
+	w := wireManifest{Version: m.Version, BaseURL: m.BaseURL, Files: make([]wireFile, len(m.Files)), Packs: wirePacks(m.Packs)}
 	if !m.Expires.IsZero() {
 		w.Expires = m.Expires.Format(time.RFC3339Nano)
 	}

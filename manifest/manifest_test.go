@@ -537,6 +537,9 @@ func assertSameManifest(t *testing.T, want, got *Manifest) {
 	if len(got.Files) != len(want.Files) {
 		t.Fatalf("got %d files, want %d", len(got.Files), len(want.Files))
 	}
+	if !reflect.DeepEqual(got.Packs, want.Packs) {
+		t.Errorf("packs: got %+v, want %+v", got.Packs, want.Packs)
+	}
 	for i := range want.Files {
 		if !reflect.DeepEqual(got.Files[i], want.Files[i]) {
 			t.Errorf("file %d: got %+v, want %+v", i, got.Files[i], want.Files[i])
