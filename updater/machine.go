@@ -213,7 +213,8 @@ func restoreNames(rec *Record, meta *snapshot.Meta) ([]string, error) {
 // finish logs the outcome as one journal event, records it for `status`, prunes snapshots and
 // removes what the run left behind. clear is false when the journal must stay for a retry.
 func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (*Result, error) {
-	res := &Result{RunID: rec.RunID, Outcome: rec.Outcome, From: rec.From, To: rec.To, Snapshot: rec.Snapshot, Reason: rec.Reason}
+	res := &Result{RunID: rec.RunID, Outcome: rec.Outcome, From: rec.From, To: rec.To, Snapshot: rec.Snapshot, Reason: rec.Reason,
+		ModifiedLocally: rec.ModifiedLocally}
 	fields := logrus.Fields{logging.FieldFrom: human.Version(rec.From), logging.FieldTo: human.Version(rec.To), logging.FieldSnapshot: rec.Snapshot}
 	if rec.Reason != "" {
 		fields[logging.FieldReason] = rec.Reason

@@ -34,6 +34,9 @@ type Result struct {
 	Snapshot string
 	Reason   string
 	Plan     *Plan // set by update, also with DryRun
+	// ModifiedLocally names the files a restore left as they were: changed in place since the
+	// snapshot, by someone other than sdupdate (see LastRun).
+	ModifiedLocally []string
 }
 
 // spaceMargin is added to the bytes to download before comparing with the free space: directory

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -42,6 +43,11 @@ func runRollback(ctx context.Context, opts rollbackOptions, g *globalOptions, a 
 	// Under systemd the outcome is already in the journal as an event.
 	if err == nil && !g.stdoutJournal {
 		fmt.Fprintf(g.stdout, "rolled back %s -> %s (snapshot %s)\n", human.Version(res.From), human.Version(res.To), res.Snapshot)
+		// The operator's own edits are the one thing a rollback does not undo: say so where
+		// the outcome is read, not only in the log.
+		if len(res.ModifiedLocally) > 0 {
+			fmt.Fprintf(g.stdout, "left as modified locally: %s\n", strings.Join(res.ModifiedLocally, ", "))
+		}
 	}
 	return err
 }

@@ -89,6 +89,9 @@ func TestInPlaceEditAfterUpdateStillRollsBack(t *testing.T) {
 	if !strings.Contains(r.stderr, "modified locally") || !strings.Contains(r.stderr, "conf.ini") {
 		t.Errorf("rollback does not name conf.ini as modified locally:\n%s", r.stderr)
 	}
+	if !strings.Contains(r.stdout, "left as modified locally: conf.ini\n") {
+		t.Errorf("rollback's outcome on stdout does not name conf.ini as left as it is:\n%s", r.stdout)
+	}
 	if got := mustRead(t, filepath.Join(e.install, "a")); got != v1["a"] {
 		t.Errorf("a = %q after the rollback, want %q", got, v1["a"])
 	}
