@@ -29,6 +29,7 @@ package release
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -109,7 +110,11 @@ type Options struct {
 	// Deltas is how many of the latest earlier versions in Out each changed file gets a delta
 	// from (the CLI's default is 3); 0 publishes compressed objects only.
 	Deltas int
-	Now    func() time.Time // nil = time.Now
+	// Zstd is the path of the reference zstd program (1.4.5 or later) to make the objects and
+	// deltas with, `zstd -19`, instead of the built-in encoder; "" = the built-in encoder. It
+	// reads the files where they are, so it needs fsys to be the operating system's.
+	Zstd string
+	Now  func() time.Time // nil = time.Now
 }
 
 // Result describes what was published.
@@ -123,6 +128,9 @@ type Result struct {
 	// EmptyDirs lists directories under From (relative slash paths) that hold no file and so
 	// cannot be part of the release: a manifest lists files only. Worth a warning.
 	EmptyDirs []string
+	// Warnings are what the publisher should know though the release succeeded: a source the
+	// reference encoder made that the updater's decoder refuses, and so was made again.
+	Warnings []string
 }
 
 // source is one regular file found under From.
@@ -134,6 +142,11 @@ type source struct {
 
 // Run publishes From as version Version into Out.
 func Run(fsys afero.Fs, opts Options) (*Result, error) {
+	return RunContext(context.Background(), fsys, opts)
+}
+
+// RunContext is Run; ctx ends the encoder programs it runs.
+func RunContext(ctx context.Context, fsys afero.Fs, opts Options) (*Result, error) {
 	now := time.Now
 	if opts.Now != nil {
 		now = opts.Now
@@ -157,6 +170,11 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	p, err := newPublisher(ctx, fsys, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
 
 	if err := fsys.MkdirAll(opts.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create %s: %w", opts.Out, err)
@@ -165,7 +183,7 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, total, err := copyVersion(fsys, sources, opts.Out, opts.Version, bases)
+	files, total, err := copyVersion(p, sources, opts.Out, opts.Version, bases)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +197,7 @@ func Run(fsys afero.Fs, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("cannot write manifest: %w", err)
 	}
 	res := newResult(manifestPath, files, total, emptyDirs)
+	res.Warnings = p.warnings
 	if key != nil {
 		res.SignaturePath = sigPath
 	}
@@ -387,7 +406,8 @@ func emptyDirs(sources []source, dirs []string) []string {
 // copyVersion copies sources into out/.<version>.partial with their objects and deltas, syncs
 // everything and renames it to out/<version>. It returns the manifest entries, hashed from the
 // bytes actually written.
-func copyVersion(fsys afero.Fs, sources []source, out, version string, bases []*earlier) ([]manifest.File, int64, error) {
+func copyVersion(p *publisher, sources []source, out, version string, bases []*earlier) ([]manifest.File, int64, error) {
+	fsys := p.fsys
 	final := filepath.Join(out, version)
 	partial := filepath.Join(out, "."+version+".partial")
 	if err := fsys.RemoveAll(partial); err != nil {
@@ -422,7 +442,8 @@ func copyVersion(fsys afero.Fs, sources []source, out, version string, bases []*
 		files = append(files, manifest.File{Name: s.name, SHA256: sum, Size: size, Mode: s.mode, HasMode: true})
 		total += size
 	}
-	if err := publishSources(fsys, partial, files, bases); err != nil {
+	p.dir, p.objDir = partial, filepath.Join(partial, SourcesDir)
+	if err := p.publishSources(files, bases); err != nil {
 		return nil, 0, err
 	}
 	// New directory entries must be durable before the rename publishes them.

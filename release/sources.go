@@ -1,7 +1,7 @@
 package release
 
 import (
-	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,8 +10,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/spf13/afero"
 
@@ -45,7 +47,6 @@ type earlier struct {
 type oldFile struct {
 	name, path string
 	size       int64
-	sum        string // filled in when first needed
 }
 
 // earlierVersions returns the k newest versions published in out that are older than version,
@@ -155,108 +156,261 @@ func abs(n int64) int64 {
 	return n
 }
 
-// publishSources writes each file's compressed object and its deltas from the earlier versions
-// into dir/SourcesDir and records them in files. An object is kept only when smaller than the
-// file, a delta only when markedly smaller than the object (keepDelta).
-func publishSources(fsys afero.Fs, dir string, files []manifest.File, bases []*earlier) error {
-	objDir := filepath.Join(dir, SourcesDir)
-	if err := fsys.Mkdir(objDir, 0o755); err != nil {
-		return fmt.Errorf("cannot create %s: %w", objDir, err)
-	}
-	for i := range files {
-		f := &files[i]
-		content, err := readSmall(fsys, filepath.Join(dir, filepath.FromSlash(f.Name)), f.Size)
-		if err != nil {
-			return err
-		}
-		bar, err := publishObject(fsys, dir, objDir, f, content)
-		if err != nil {
-			return err
-		}
-		if content == nil {
-			continue
-		}
-		if err := publishDeltas(fsys, objDir, f, content, bar, bases); err != nil {
-			return err
-		}
-	}
-	return fsutil.SyncDir(fsys, objDir)
+// publisher writes one version's objects and deltas into objDir with enc, and publishes only
+// what the client's decoder accepts under the client's limits.
+type publisher struct {
+	ctx      context.Context
+	fsys     afero.Fs
+	dir      string // the version directory being written
+	objDir   string // dir/SourcesDir
+	enc      encoder
+	builtin  encoder             // what a refused output of enc is made with instead
+	workers  int                 // files made at once
+	decoders chan *delta.Decoder // one per worker
+	mu       sync.Mutex          // guards warnings
+	warnings []string
 }
+
+// newPublisher sets up the encoder opts ask for, checking a reference zstd before anything is
+// written, and the decoder every source is checked with.
+func newPublisher(ctx context.Context, fsys afero.Fs, opts Options) (*publisher, error) {
+	p := &publisher{ctx: ctx, fsys: fsys, builtin: builtin{fsys}}
+	p.enc = p.builtin
+	if opts.Zstd != "" {
+		if _, ok := fsys.(*afero.OsFs); !ok {
+			return nil, usagef("--zstd runs a program that reads the release's files, so they must be on the operating system's filesystem")
+		}
+		z, err := newReferenceZstd(ctx, opts.Zstd)
+		if err != nil {
+			return nil, err
+		}
+		p.enc = z
+	}
+	// One file's sources are made on one core, by zstd or the built-in encoder alike.
+	p.workers = runtime.GOMAXPROCS(0)
+	p.decoders = make(chan *delta.Decoder, p.workers)
+	for range p.workers {
+		dec, err := delta.NewDecoder()
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		p.decoders <- dec
+	}
+	return p, nil
+}
+
+// close releases the decoders.
+func (p *publisher) close() {
+	for len(p.decoders) > 0 {
+		(<-p.decoders).Close()
+	}
+}
+
+func (p *publisher) warn(msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.warnings = append(p.warnings, msg)
+}
+
+// publishSources writes each file's compressed object and its deltas from the earlier versions
+// into p.objDir and records them in files. An object is kept only when smaller than the file, a
+// delta only when markedly smaller than the object (keepDelta).
+func (p *publisher) publishSources(files []manifest.File, bases []*earlier) error {
+	if err := p.fsys.Mkdir(p.objDir, 0o755); err != nil {
+		return fmt.Errorf("cannot create %s: %w", p.objDir, err)
+	}
+	err := parallel(p.ctx, len(files), p.workers, func(i int) error {
+		f := &files[i]
+		content, err := readSmall(p.fsys, p.path(f.Name), f.Size)
+		if err != nil {
+			return err
+		}
+		bar, err := p.publishObject(f, content)
+		if err != nil || content == nil {
+			return err
+		}
+		return p.publishDeltas(f, content, bar, bases)
+	})
+	if err != nil {
+		return err
+	}
+	return fsutil.SyncDir(p.fsys, p.objDir)
+}
+
+// parallel calls do(i) for each i in 0..n-1 on up to workers goroutines. After the first error
+// (or the end of ctx) no new call starts, and that error is returned once the calls running
+// have returned.
+func parallel(ctx context.Context, n, workers int, do func(i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Go(func() {
+			for i := range next {
+				if err := do(i); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
+// path is where the release's file name is in the version directory being written.
+func (p *publisher) path(name string) string { return filepath.Join(p.dir, filepath.FromSlash(name)) }
 
 // publishObject writes f's compressed object and lists it when smaller than the file. It returns
 // what a delta must beat: the object's size, or the file's when there is no object. A file
 // whose first MiB does not compress gets none, without compressing the rest.
-func publishObject(fsys afero.Fs, dir, objDir string, f *manifest.File, content []byte) (int64, error) {
-	src := filepath.Join(dir, filepath.FromSlash(f.Name))
-	open := func() (io.ReadCloser, error) {
-		if content != nil {
-			return io.NopCloser(bytes.NewReader(content)), nil
+func (p *publisher) publishObject(f *manifest.File, content []byte) (int64, error) {
+	in := input{path: p.path(f.Name), size: f.Size, content: content}
+	sample := content[:min(len(content), 1<<20)]
+	if content == nil {
+		r, err := p.fsys.Open(in.path)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read %s: %w", in.path, err)
 		}
-		return fsys.Open(src)
-	}
-	in, err := open()
-	if err != nil {
-		return 0, fmt.Errorf("cannot read %s: %w", src, err)
-	}
-	sample, err := io.ReadAll(io.LimitReader(in, 1<<20))
-	in.Close()
-	if err != nil {
-		return 0, fmt.Errorf("cannot read %s: %w", src, err)
+		sample, err = io.ReadAll(io.LimitReader(r, 1<<20))
+		r.Close()
+		if err != nil {
+			return 0, fmt.Errorf("cannot read %s: %w", in.path, err)
+		}
 	}
 	if !delta.Compressible(sample) {
 		return f.Size, nil
 	}
-	obj, err := writeSource(fsys, objDir, func(w io.Writer) error {
-		in, err := open()
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		return delta.Encode(w, in, f.Size, nil)
+	keep := func(n int64) bool { return n < f.Size }
+	obj, err := p.make("the object of "+f.Name, *f, nil, keep, func(enc encoder, w io.Writer) error {
+		return enc.object(p.ctx, w, in)
 	})
-	if err != nil {
-		return 0, fmt.Errorf("cannot compress %s: %w", src, err)
+	if err != nil || obj == nil {
+		return f.Size, err
 	}
-	if obj.Size < f.Size {
-		f.Object = obj
-		return obj.Size, nil
-	}
-	if err := fsys.Remove(filepath.Join(dir, filepath.FromSlash(obj.URL))); err != nil {
-		return 0, fmt.Errorf("cannot remove an object larger than its file: %w", err)
-	}
-	return f.Size, nil
+	f.Object = obj
+	return obj.Size, nil
 }
 
 // publishDeltas adds f's deltas from each earlier version's content of it, newest first.
-func publishDeltas(fsys afero.Fs, objDir string, f *manifest.File, content []byte, bar int64, bases []*earlier) error {
+func (p *publisher) publishDeltas(f *manifest.File, content []byte, bar int64, bases []*earlier) error {
 	seen := map[string]bool{f.SHA256: true}
+	in := input{path: p.path(f.Name), size: f.Size, content: content}
+	keep := func(n int64) bool { return keepDelta(n, bar) }
 	for _, e := range bases {
 		o := e.pair(*f)
 		if o == nil || o.size > MaxDeltaFileSize || len(f.Deltas) >= manifest.MaxDeltas {
 			continue
 		}
-		old, err := readSmall(fsys, o.path, o.size)
+		old, err := readSmall(p.fsys, o.path, o.size)
 		if err != nil {
 			return err
 		}
-		sum := sha256.Sum256(old)
-		o.sum = hex.EncodeToString(sum[:])
-		if seen[o.sum] {
+		h := sha256.Sum256(old)
+		sum := hex.EncodeToString(h[:])
+		if seen[sum] {
 			continue
 		}
-		seen[o.sum] = true
-		var buf bytes.Buffer
-		if err := delta.Encode(&buf, bytes.NewReader(content), f.Size, old); err != nil {
-			return fmt.Errorf("cannot make the delta of %s from %s %s: %w", f.Name, e.version, o.name, err)
-		}
-		if !keepDelta(int64(buf.Len()), bar) {
-			continue
-		}
-		s, err := writeSource(fsys, objDir, func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err })
+		seen[sum] = true
+		base := input{path: o.path, size: int64(len(old)), content: old}
+		what := fmt.Sprintf("the delta of %s from %s %s", f.Name, e.version, o.name)
+		s, err := p.make(what, *f, old, keep, func(enc encoder, w io.Writer) error {
+			return enc.delta(p.ctx, w, in, base)
+		})
 		if err != nil {
-			return fmt.Errorf("cannot write the delta of %s from %s: %w", f.Name, e.version, err)
+			return err
 		}
-		f.Deltas = append(f.Deltas, manifest.Delta{From: o.sum, Source: *s})
+		if s != nil {
+			f.Deltas = append(f.Deltas, manifest.Delta{From: sum, Source: *s})
+		}
+	}
+	return nil
+}
+
+// refusedError is a source the client's decoder does not accept.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+// make writes one source of the file out with encode, and publishes it when keep accepts its
+// size and the client's decoder its bytes (base is the delta's dictionary, nil for an object).
+// When the client would refuse what the reference encoder made, the built-in encoder makes it
+// instead, with a warning. It returns nil when keep refuses the source.
+func (p *publisher) make(what string, out manifest.File, base []byte, keep func(int64) bool, encode func(encoder, io.Writer) error) (*manifest.Source, error) {
+	enc := p.enc
+	s, err := p.try(enc, out, base, keep, encode)
+	var refused *refusedError
+	if errors.As(err, &refused) && p.enc != p.builtin {
+		p.warn(fmt.Sprintf("%s: the updater's decoder refuses what %s made (%v); made with the built-in encoder instead", what, p.enc, err))
+		enc = p.builtin
+		s, err = p.try(enc, out, base, keep, encode)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot make %s with %s: %w", what, enc, err)
+	}
+	return s, nil
+}
+
+// try makes one source with enc in a temporary file of objDir, checks it, and renames it to
+// objDir/<sha256>.zst. Nothing is left behind when it is not kept or fails.
+func (p *publisher) try(enc encoder, out manifest.File, base []byte, keep func(int64) bool, encode func(encoder, io.Writer) error) (*manifest.Source, error) {
+	tmp := fsutil.TempName(p.objDir, "source")
+	defer p.fsys.Remove(tmp) // gone after the rename; removes a refused one
+	w, err := fsutil.Create(p.fsys, tmp)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	if err := encode(enc, w); err != nil {
+		return nil, err
+	}
+	if !keep(w.Size()) {
+		return nil, nil
+	}
+	src := delta.Want{SHA256: w.SHA256(), Size: w.Size()}
+	if err := p.check(tmp, src, base, delta.Want{SHA256: out.SHA256, Size: out.Size}); err != nil {
+		return nil, err
+	}
+	if err := w.Commit(fsutil.Attrs{Mode: 0o644}); err != nil {
+		return nil, err
+	}
+	name := src.SHA256 + ".zst"
+	// Named by content: a second file with the same source is the same file.
+	if err := p.fsys.Rename(tmp, filepath.Join(p.objDir, name)); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	return &manifest.Source{URL: SourcesDir + "/" + name, SHA256: src.SHA256, Size: src.Size}, nil
+}
+
+// check decodes the source written at tmp as an updater would, with its decoder and its limits
+// (delta.Limits{}, as the updater passes), to out. A refusal is a *refusedError.
+func (p *publisher) check(tmp string, src delta.Want, base []byte, out delta.Want) error {
+	f, err := p.fsys.Open(tmp)
+	if err != nil {
+		return fmt.Errorf("cannot read back %s: %w", tmp, err)
+	}
+	defer f.Close()
+	dec := <-p.decoders
+	defer func() { p.decoders <- dec }()
+	if _, err := dec.Decode(io.Discard, f, src, base, out, delta.Limits{}); err != nil {
+		if errors.Is(err, delta.ErrBadSource) {
+			return &refusedError{err}
+		}
+		return fmt.Errorf("cannot read back %s: %w", tmp, err)
 	}
 	return nil
 }
@@ -271,29 +425,4 @@ func readSmall(fsys afero.Fs, p string, size int64) ([]byte, error) {
 		return nil, fmt.Errorf("cannot read %s: %w", p, err)
 	}
 	return b, nil
-}
-
-// writeSource writes what fill produces to objDir/<sha256>.zst, synced, and returns it as a
-// source whose URL is relative to the version directory.
-func writeSource(fsys afero.Fs, objDir string, fill func(io.Writer) error) (*manifest.Source, error) {
-	tmp := fsutil.TempName(objDir, "object")
-	defer fsys.Remove(tmp) // gone after the rename; removes a failed one
-	w, err := fsutil.Create(fsys, tmp)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close()
-	if err := fill(w); err != nil {
-		return nil, err
-	}
-	if err := w.Commit(fsutil.Attrs{Mode: 0o644}); err != nil {
-		return nil, err
-	}
-	sum := w.SHA256()
-	name := sum + ".zst"
-	// Named by content: a second file with the same object is the same file.
-	if err := fsys.Rename(tmp, filepath.Join(objDir, name)); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, err
-	}
-	return &manifest.Source{URL: SourcesDir + "/" + name, SHA256: sum, Size: w.Size()}, nil
 }

@@ -43,14 +43,20 @@ func sumOf(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// fetchSource reads a published source the way an updater does: by URL below base_url, checked
+// decodeSource reads a published source the way an updater does: by URL below base_url, checked
 // against its own size and sha256, decoded against base.
 func decodeSource(t *testing.T, fsys afero.Fs, m *manifest.Manifest, f manifest.File, s manifest.Source, base string) string {
+	t.Helper()
+	return decodeSourceAt(t, fsys, "/site", m, f, s, base)
+}
+
+// decodeSourceAt is decodeSource for a site at site.
+func decodeSourceAt(t *testing.T, fsys afero.Fs, site string, m *manifest.Manifest, f manifest.File, s manifest.Source, base string) string {
 	t.Helper()
 	if !strings.HasPrefix(s.URL, SourcesDir+"/") || s.URL != SourcesDir+"/"+s.SHA256+".zst" {
 		t.Errorf("%s: source URL %q is not named by its sha256 %s", f.Name, s.URL, s.SHA256)
 	}
-	raw, err := afero.ReadFile(fsys, filepath.Join("/site", m.BaseURL, s.URL))
+	raw, err := afero.ReadFile(fsys, filepath.Join(site, m.BaseURL, s.URL))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -132,4 +133,18 @@ func TestReleaseExpiresOutOfRange(t *testing.T) {
 	}
 	sdupdate(t, "release", "--from", dir, "--version", "1.0.0", "--out", e.site, "--expires", "106751d").expect(t, 0, "the longest expiry")
 	sdupdate(t, "--config="+e.conf, "update").expect(t, 0, "update from a manifest expiring in 292 years")
+}
+
+// A --zstd that cannot be run is a usage error (exit 2) that says what to do, and the site is
+// left as it was: not even its directory is made.
+func TestReleaseWithUnusableZstd(t *testing.T) {
+	e := newEnv(t)
+	dir := e.build(t, "1.0.0", files1)
+	r := sdupdate(t, "release", "--from", dir, "--version", "1.0.0", "--out", e.site, "--zstd", "/nonexistent/zstd").expect(t, 2, "--zstd /nonexistent/zstd")
+	if !strings.Contains(r.stderr, "cannot run zstd at /nonexistent/zstd") || !strings.Contains(r.stderr, "install zstd") {
+		t.Errorf("stderr does not say which zstd failed and what to do: %s", r.stderr)
+	}
+	if _, err := os.Stat(e.site); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the release wrote %s (%v)", e.site, err)
+	}
 }
