@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -76,25 +77,15 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	if sh.progress != nil {
 		defer sh.progress.Done()
 	}
-	// Each job writes only its own entry; they are read after every job is done.
+	// Each job writes only the entries of its own changes; they are read after every job is done.
 	got := make([]verified, len(p.Changes))
-	var fetch []int // the changes staged from their sources, costliest first; the others copy one
 	staged := map[string]string{}
-	for _, i := range costliestFirst(p.Changes) {
+	for i := range p.Changes {
 		if p.Changes[i].CopyOf == "" {
-			fetch = append(fetch, i)
 			staged[p.Changes[i].File.Name] = rec.Ops[i].Staged
 		}
 	}
-	e.notify(fmt.Sprintf("downloading 0/%d files", len(fetch)))
-	err := runParallel(ctx, max(e.Config.Parallel, 1), len(fetch), func(ctx context.Context, k int) error {
-		i := fetch[k]
-		v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, f.baseURL, &p.Changes[i], sh)
-		got[i] = v
-		return err
-	}, func(done int) {
-		e.notify(fmt.Sprintf("downloading %d/%d files", done, len(fetch)))
-	})
+	err := e.stageJobs(ctx, log, l, rec, f.baseURL, p, got, sh)
 	// Every file handed to the syncer is closed by now, whatever failed.
 	if serr := sh.syncs.Wait(); err == nil && serr != nil {
 		err = &localError{serr}
@@ -115,23 +106,81 @@ func (e *Engine) stageAll(ctx context.Context, log *logrus.Entry, l *layout, rec
 	return got, nil
 }
 
-// costliestFirst is the order in which to fetch changes: the most bytes first. The longest
-// transfer then runs beside all the others, and the link stays busy while the workers open, decode
-// and fsync the small files, instead of carrying that one transfer alone at the end.
-func costliestFirst(changes []Change) []int {
-	order := make([]int, len(changes))
-	for i := range order {
-		order[i] = i
+// stageJobs stages, Parallel at once, every change fetched from its sources: each pack as one
+// job, each other change as one. The members a pack could not give are then fetched from their
+// own sources, Parallel at once too.
+func (e *Engine) stageJobs(ctx context.Context, log *logrus.Entry, l *layout, rec *Record, baseURL string, p *Plan, got []verified, sh *stageShared) error {
+	jobs := costliestFirst(p)
+	files := 0
+	for _, c := range p.Changes {
+		if c.CopyOf == "" {
+			files++
+		}
 	}
-	sort.SliceStable(order, func(a, b int) bool { return changes[order[a]].Cost() > changes[order[b]].Cost() })
-	return order
+	notify := func(int) { e.notify(fmt.Sprintf("downloading %d/%d files", sh.filesDone.Load(), files)) }
+	notify(0)
+	var mu sync.Mutex
+	var rest []int // changes whose pack failed
+	stageChange := func(ctx context.Context, i int) error {
+		v, err := e.stageOne(ctx, log, l, rec.Ops[i].Staged, baseURL, &p.Changes[i], sh)
+		if got[i] = v; err == nil {
+			sh.filesDone.Add(1)
+		}
+		return err
+	}
+	err := runParallel(ctx, max(e.Config.Parallel, 1), len(jobs), func(ctx context.Context, k int) error {
+		if jobs[k].pack == nil {
+			return stageChange(ctx, jobs[k].change)
+		}
+		left, err := e.stagePack(ctx, log, baseURL, rec, p, jobs[k].pack, got, sh)
+		mu.Lock()
+		rest = append(rest, left...)
+		mu.Unlock()
+		return err
+	}, notify)
+	if err != nil || len(rest) == 0 {
+		return err
+	}
+	// Costliest first again, by the source after the pack.
+	sort.SliceStable(rest, func(a, b int) bool {
+		return p.Changes[rest[a]].Sources[1].Want.Size > p.Changes[rest[b]].Sources[1].Want.Size
+	})
+	return runParallel(ctx, max(e.Config.Parallel, 1), len(rest), func(ctx context.Context, k int) error {
+		return stageChange(ctx, rest[k])
+	}, notify)
+}
+
+// stageJob is one job of staging: a pack, or one change fetched from its own sources.
+type stageJob struct {
+	pack   *PackUse
+	change int // when pack is nil: the change's position in the plan
+	cost   int64
+}
+
+// costliestFirst is the order in which to fetch: the most bytes first. The longest transfer
+// then runs beside all the others, and the link stays busy while the workers open, decode and
+// fsync the small files, instead of carrying that one transfer alone at the end. The changes
+// staged as a copy of another are no job.
+func costliestFirst(p *Plan) []stageJob {
+	var jobs []stageJob
+	for i := range p.Changes {
+		if c := &p.Changes[i]; c.CopyOf == "" && c.inPack() == nil {
+			jobs = append(jobs, stageJob{change: i, cost: c.Cost()})
+		}
+	}
+	for _, pu := range p.Packs {
+		jobs = append(jobs, stageJob{pack: pu, cost: pu.Size})
+	}
+	sort.SliceStable(jobs, func(a, b int) bool { return jobs[a].cost > jobs[b].cost })
+	return jobs
 }
 
 // stageShared is what the stagings of one run share.
 type stageShared struct {
-	progress Progress       // or nil
-	turns    chan struct{}  // large decodes take turns (see bigDecode)
-	syncs    *fsutil.Syncer // fsyncs verified staging files off the download's path
+	progress  Progress       // or nil
+	turns     chan struct{}  // large decodes take turns (see bigDecode)
+	syncs     *fsutil.Syncer // fsyncs verified staging files off the download's path
+	filesDone atomic.Int64   // files staged so far, for the status line
 }
 
 // runParallel runs job for each of 0..n-1 on workers goroutines. The first error cancels the
@@ -190,16 +239,22 @@ func (e *Engine) progressFor(p *Plan) Progress {
 }
 
 // stageOne produces one verified staging file from the cheapest source that works (see
-// stageFromSources), each fetch tried up to Retries times.
+// stageFromSources), each fetch tried up to Retries times. A pack is staged whole, by
+// stagePack: here a change starts from the source after its pack.
 func (e *Engine) stageOne(ctx context.Context, log *logrus.Entry, l *layout, staged, baseURL string, c *Change, sh *stageShared) (verified, error) {
 	if c.Local {
 		return e.stageLocal(l, staged, c)
+	}
+	if c.inPack() != nil {
+		own := *c
+		own.Sources = c.Sources[1:]
+		c = &own
 	}
 	if len(c.Sources) == 0 {
 		c.Sources = sourcesFor(manifest.File{Name: c.File.Name, SHA256: c.File.SHA256, Size: c.File.Size}, nil, 0)
 	}
 	return e.stageFromSources(ctx, log, baseURL, c, func(u string, src Source) (verified, error) {
-		return e.withRetries(ctx, log, c, src, func() (verified, error) {
+		return e.withRetries(ctx, log, c.File.Name, src.Kind, func() (verified, error) {
 			switch {
 			case src.Kind != SourceFile:
 				return e.decodeTo(ctx, l, u, staged, c, src, sh)
@@ -212,8 +267,9 @@ func (e *Engine) stageOne(ctx context.Context, log *logrus.Entry, l *layout, sta
 	})
 }
 
-// withRetries runs try up to Retries times while its error is one that trying again may cure.
-func (e *Engine) withRetries(ctx context.Context, log *logrus.Entry, c *Change, src Source, try func() (verified, error)) (verified, error) {
+// withRetries runs try, the fetch of name's source of kind, up to Retries times while its error
+// is one that trying again may cure.
+func (e *Engine) withRetries(ctx context.Context, log *logrus.Entry, name string, kind SourceKind, try func() (verified, error)) (verified, error) {
 	tries := max(e.Config.Retries, 1)
 	delay := e.RetryDelay
 	if delay == 0 {
@@ -222,16 +278,16 @@ func (e *Engine) withRetries(ctx context.Context, log *logrus.Entry, c *Change, 
 	for n := 1; ; n++ {
 		v, err := try()
 		if err == nil {
-			log.WithFields(logrus.Fields{"file": c.File.Name, "source": string(src.Kind), "try": n}).Debug("file verified")
+			log.WithFields(logrus.Fields{"file": name, "source": string(kind), "try": n}).Debug("file verified")
 			return v, nil
 		}
 		if ctx.Err() != nil {
 			return verified{}, ctx.Err()
 		}
 		if !retryable(err) || n >= tries {
-			return verified{}, fmt.Errorf("cannot download %s after %d %s: %w", c.File.Name, n, human.Plural(n, "try", "tries"), err)
+			return verified{}, fmt.Errorf("cannot download %s after %d %s: %w", name, n, human.Plural(n, "try", "tries"), err)
 		}
-		log.WithFields(logrus.Fields{"file": c.File.Name, "source": string(src.Kind), "try": n, "error": err.Error()}).Warn("download failed; fetching it again")
+		log.WithFields(logrus.Fields{"file": name, "source": string(kind), "try": n, "error": err.Error()}).Warn("download failed; fetching it again")
 		select {
 		case <-ctx.Done():
 			return verified{}, ctx.Err()

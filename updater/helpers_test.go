@@ -33,19 +33,21 @@ const (
 )
 
 // site is a real HTTP server publishing agent versions the way `sdupdate release` lays them out:
-// /manifest.json and /<version>/<name>. It counts requests per path and can corrupt the first N
-// responses of a path.
+// /manifest.json and /<version>/<name>. It counts requests and the bytes it sent per path and
+// can corrupt the first N responses of a path.
 type site struct {
 	*httptest.Server
 	mu       sync.Mutex
 	content  map[string][]byte
 	requests map[string]int
-	corrupt  map[string]int // path → how many more responses to corrupt
-	status   map[string]int // path → forced status code
+	served   map[string]int64 // path → bytes of bodies sent
+	corrupt  map[string]int   // path → how many more responses to corrupt
+	status   map[string]int   // path → forced status code
+	fail     map[string]int   // path → how many more responses answer 503
 }
 
 func newSite(t *testing.T) *site {
-	s := &site{content: map[string][]byte{}, requests: map[string]int{}, corrupt: map[string]int{}, status: map[string]int{}}
+	s := &site{content: map[string][]byte{}, requests: map[string]int{}, served: map[string]int64{}, corrupt: map[string]int{}, status: map[string]int{}, fail: map[string]int{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
@@ -57,6 +59,10 @@ func (s *site) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests[p]++
 	body, ok := s.content[p]
 	code := s.status[p]
+	if s.fail[p] > 0 {
+		s.fail[p]--
+		code = http.StatusServiceUnavailable
+	}
 	bad := s.corrupt[p] > 0
 	if bad {
 		s.corrupt[p]--
@@ -79,7 +85,10 @@ func (s *site) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-	_, _ = w.Write(body)
+	n, _ := w.Write(body)
+	s.mu.Lock()
+	s.served[p] += int64(n)
+	s.mu.Unlock()
 }
 
 // agentFile is one file of a published version.

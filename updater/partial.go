@@ -38,13 +38,14 @@ const etagSuffix = ".etag"
 func (l *layout) partialDir() string { return filepath.Join(l.work, "partial") }
 
 // preparePartials marks the changes fetched through a partial file (one per content: two
-// entries with the same sha256 would write one file at once), removes the partial files no
-// change of p wants, and returns how many bytes of p's downloads are already there.
+// entries with the same sha256 would write one file at once; none a pack stages, whose
+// staging file is written from the pack), removes the partial files no change of p wants, and
+// returns how many bytes of p's downloads are already there.
 func (e *Engine) preparePartials(l *layout, p *Plan) int64 {
 	wanted := map[string]bool{}
 	for i := range p.Changes {
 		c := &p.Changes[i]
-		c.Resume = !c.Local && c.File.SHA256 != "" && c.File.Size >= resumeMin && !wanted[c.File.SHA256]
+		c.Resume = !c.Local && c.File.SHA256 != "" && c.File.Size >= resumeMin && !wanted[c.File.SHA256] && c.inPack() == nil
 		if c.Resume {
 			wanted[c.File.SHA256] = true
 		}

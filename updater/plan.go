@@ -43,9 +43,10 @@ type Change struct {
 }
 
 // Cost is what fetching c is expected to take: the size of its first source (0 when unknown or
-// nothing is fetched).
+// nothing is fetched, or when that source is a pack, whose bytes the plan counts once, for the
+// pack).
 func (c *Change) Cost() int64 {
-	if c.CopyOf != "" {
+	if c.CopyOf != "" || c.inPack() != nil {
 		return 0
 	}
 	if c.Local || len(c.Sources) == 0 {
@@ -71,6 +72,8 @@ type Plan struct {
 	// Leaving names the installed files the update replaces or removes: only they enter the
 	// snapshot store.
 	Leaving []string
+	// Packs are the packs the update fetches, each the first source of the changes it stages.
+	Packs []*PackUse
 }
 
 // Counts returns how many files are added, changed and removed.
@@ -86,7 +89,7 @@ func (p *Plan) Counts() (add, change, remove int) {
 }
 
 // DownloadBytes is the number of bytes to fetch, each file from its cheapest source (legacy
-// entries of unknown size count 0), and how many files are fetched.
+// entries of unknown size count 0) and each pack once, and how many files are fetched.
 func (p *Plan) DownloadBytes() (bytes int64, files int) {
 	for i := range p.Changes {
 		if p.Changes[i].Local {
@@ -95,11 +98,15 @@ func (p *Plan) DownloadBytes() (bytes int64, files int) {
 		files++
 		bytes += p.Changes[i].Cost()
 	}
+	for _, pu := range p.Packs {
+		bytes += pu.Size
+	}
 	return bytes, files
 }
 
 // StagedBytes is how much staging takes on disk: every fetched file whole, whatever form it
-// travels in.
+// travels in. A pack is never stored, only decoded as it streams: its files count here like
+// any other.
 func (p *Plan) StagedBytes() int64 {
 	var n int64
 	for _, c := range p.Changes {
@@ -383,6 +390,7 @@ func (e *Engine) chooseSources(l *layout, p *Plan) {
 		fetched[key] = c.File.Name
 		c.Sources = sourcesFor(c.File, onHand, e.Config.MaxDeltaFileSize)
 	}
+	choosePacks(p)
 }
 
 // contentOf is the content of files by sha256, the first file of each.

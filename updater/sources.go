@@ -23,6 +23,7 @@ const (
 	SourceDelta  SourceKind = "delta"  // a zstd delta from content already on this machine
 	SourceObject SourceKind = "object" // the zstd-compressed content
 	SourceFile   SourceKind = "file"   // the file itself
+	SourcePack   SourceKind = "pack"   // a zstd stream of several files, this one among them (see packs.go)
 )
 
 // Source is one way to fetch a change's content, verified by its own size and sha256 before the
@@ -37,6 +38,7 @@ type Source struct {
 	BaseName  string
 	BaseStore *snapshot.Store
 	BaseWant  delta.Want
+	Pack      *PackUse // a pack's: what it gives this run
 }
 
 // String is how the plan names the source: its kind, and for a delta whose base is not an
@@ -132,14 +134,11 @@ func (e *Engine) decodeTo(ctx context.Context, l *layout, u, staged string, c *C
 			return verified{}, err
 		}
 	}
-	if c.File.Size+int64(len(base)) > bigDecode && sh.turns != nil {
-		select {
-		case sh.turns <- struct{}{}:
-			defer func() { <-sh.turns }()
-		case <-ctx.Done():
-			return verified{}, ctx.Err()
-		}
+	turnDone, err := sh.takeTurn(ctx, c.File.Size+int64(len(base)))
+	if err != nil {
+		return verified{}, err
 	}
+	defer turnDone()
 	// delta.Decode hashes its output to check it: the staging file need not hash it again.
 	r, w, done, err := e.openStream(ctx, u, src.Want.Size, staged, false, sh.progress)
 	if err != nil {

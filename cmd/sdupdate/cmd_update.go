@@ -73,6 +73,10 @@ func printPlan(w io.Writer, p *updater.Plan) {
 	bytes, files := p.DownloadBytes()
 	fmt.Fprintf(w, "update %s -> %s: %d to add, %d to change, %d to remove; %d files to download (%s)\n",
 		human.Version(p.From), p.To, add, change, remove, files, human.Bytes(bytes))
+	// A pack's bytes are shown once, here; each file it gives names it.
+	for _, pk := range p.Packs {
+		fmt.Fprintf(w, "  %-6s %d: fetch %s for %d files (%s)\n", "pack", pk.Number, human.Bytes(pk.Size), pk.Files, human.Name(pk.URL))
+	}
 	for _, c := range p.Changes {
 		kind := "change"
 		if c.Add {
@@ -85,10 +89,13 @@ func printPlan(w io.Writer, p *updater.Plan) {
 			size = human.Bytes(c.File.Size)
 		}
 		// What it costs and in which form: the file, its compressed object or a delta (from an
-		// installed file or a snapshot), or nothing for a copy of another file of the update.
+		// installed file or a snapshot), its share of a pack, or nothing for a copy of another
+		// file of the update.
 		switch {
 		case c.CopyOf != "":
 			size += ", fetch nothing: a copy of " + human.Name(c.CopyOf)
+		case len(c.Sources) > 0 && c.Sources[0].Pack != nil:
+			size += fmt.Sprintf(", in pack %d", c.Sources[0].Pack.Number)
 		case !c.Local && len(c.Sources) > 0 && c.File.Size >= 0:
 			size += fmt.Sprintf(", fetch %s as %s", human.Bytes(c.Cost()), c.Sources[0])
 		}
