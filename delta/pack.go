@@ -82,8 +82,13 @@ func (d *Decoder) DecodePack(src io.Reader, srcWant Want, members []Member, sink
 		return decErr // the sink's
 	}
 	if decErr == nil {
-		if n, _ := io.ReadFull(out, make([]byte, 1)); n > 0 {
+		// The stream must end here: no more output, and nothing the decoder refuses.
+		n, err := io.ReadFull(out, make([]byte, 1))
+		switch {
+		case n > 0:
 			decErr = badSource("pack decodes to more than the %d bytes its files add up to", raw)
+		case err != io.EOF && in.readErr == nil:
+			decErr = &decodeError{err}
 		}
 	}
 	if _, err := io.Copy(io.Discard, in); err != nil && in.readErr != nil {

@@ -150,6 +150,7 @@ func TestBadPacks(t *testing.T) {
 		{"a member altered, the pack signed as it is", alteredPack, want(alteredPack), "[0 1]", "lib/f2.py decodes from the pack to sha256"},
 		{"longer than its members", longer, want(longer), "[0 1 2 3]", "more than"},
 		{"shorter than its members", shorter, want(shorter), "[0 1 2]", "pack ends"},
+		{"garbage after its members", append(bytes.Clone(good), "junk"...), want(append(bytes.Clone(good), "junk"...)), "[0 1 2 3]", "does not decode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sink := newSink(0, 1, 2, 3)
