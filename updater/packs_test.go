@@ -296,10 +296,12 @@ func packWarnings(hook *test.Hook) []*logrus.Entry {
 	return out
 }
 
-// A fresh install fetches the pack once, and none of its members' own sources.
+// A fresh install fetches the pack once, and none of its members' own sources; a file with
+// the content of a member is copied from it.
 func TestPackInstalls(t *testing.T) {
 	s := newSite(t)
 	files, members := smallFiles()
+	files["lib/twin.py"] = files["lib/m0.py"] // staged as a copy of the pack's m0
 	m := packRelease(t, s, "1.0.0", files, [][]string{members}, nil)
 	fsys := afero.NewMemMapFs()
 	e := newEngine(fsys, testConfig(s), nil)
@@ -312,7 +314,7 @@ func TestPackInstalls(t *testing.T) {
 	if n := s.fileRequests()["/1.0.0/"+m.Packs[0].URL]; n != 1 {
 		t.Errorf("pack requested %d times, want once", n)
 	}
-	if got := ownSourcesFetched(s, m, members); len(got) != 0 {
+	if got := ownSourcesFetched(s, m, append(members, "lib/twin.py")); len(got) != 0 {
 		t.Errorf("own sources of %v fetched beside the pack", got)
 	}
 	if w := packWarnings(hook); len(w) != 0 {
