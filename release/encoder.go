@@ -24,6 +24,9 @@ type encoder interface {
 	object(ctx context.Context, dst io.Writer, in input) error
 	// delta writes in as zstd frames with base as their raw dictionary (`--patch-from`).
 	delta(ctx context.Context, dst io.Writer, in, base input) error
+	// pack writes content, the members of a pack one after another, as zstd frames of a window
+	// of at most 8 MiB, so that a client decodes a pack in little memory.
+	pack(ctx context.Context, dst io.Writer, content []byte) error
 	// String names the encoder in messages.
 	String() string
 }
@@ -54,6 +57,11 @@ func (b builtin) object(_ context.Context, dst io.Writer, in input) error {
 
 func (builtin) delta(_ context.Context, dst io.Writer, in, base input) error {
 	return delta.Encode(dst, bytes.NewReader(in.content), in.size, base.content)
+}
+
+// pack relies on Encode's window for content without a base: at most 8 MiB.
+func (builtin) pack(_ context.Context, dst io.Writer, content []byte) error {
+	return delta.Encode(dst, bytes.NewReader(content), int64(len(content)), nil)
 }
 
 // minReferenceVersion is the oldest zstd CLI with --patch-from.
@@ -108,7 +116,14 @@ func compareVersion(a, b [3]int) int {
 }
 
 func (z *referenceZstd) object(ctx context.Context, dst io.Writer, in input) error {
-	return z.run(ctx, dst, in.path, "-19", "--long="+strconv.Itoa(objectWindowLog))
+	return z.run(ctx, dst, nil, in.path, "-19", "--long="+strconv.Itoa(objectWindowLog))
+}
+
+// pack streams content to zstd's stdin, with its size, so the frame says it and zstd sizes
+// its tables for it.
+func (z *referenceZstd) pack(ctx context.Context, dst io.Writer, content []byte) error {
+	return z.run(ctx, dst, bytes.NewReader(content), "", "-19", "--long="+strconv.Itoa(objectWindowLog),
+		"--stream-size="+strconv.Itoa(len(content)))
 }
 
 // delta asks for the window a client allows for this file and base (delta.WindowFor), so every
@@ -116,17 +131,22 @@ func (z *referenceZstd) object(ctx context.Context, dst io.Writer, in input) err
 func (z *referenceZstd) delta(ctx context.Context, dst io.Writer, in, base input) error {
 	window := min(delta.WindowFor(in.size, int(base.size)), delta.DefaultMaxWindow)
 	wlog := bits.Len64(window) - 1
-	return z.run(ctx, dst, in.path, "-19", "--patch-from="+base.path, "--long="+strconv.Itoa(wlog))
+	return z.run(ctx, dst, nil, in.path, "-19", "--patch-from="+base.path, "--long="+strconv.Itoa(wlog))
 }
 
-// run compresses file to dst with args; -qq keeps zstd's advice on its parameters off stderr.
-func (z *referenceZstd) run(ctx context.Context, dst io.Writer, file string, args ...string) error {
-	args = append(args, "-qq", "-c", "--no-progress", "--", file)
+// run compresses file, or stdin when file is "", to dst with args; -qq keeps zstd's advice on
+// its parameters off stderr.
+func (z *referenceZstd) run(ctx context.Context, dst io.Writer, stdin io.Reader, file string, args ...string) error {
+	args = append(args, "-qq", "-c", "--no-progress")
+	what := "its input"
+	if file != "" {
+		args, what = append(args, "--", file), file
+	}
 	cmd := exec.CommandContext(ctx, z.path, args...)
 	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = dst, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, dst, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("cannot compress %s with `%s`: %w%s", file, strings.Join(cmd.Args, " "), err, stderrText(stderr.Bytes()))
+		return fmt.Errorf("cannot compress %s with `%s`: %w%s", what, strings.Join(cmd.Args, " "), err, stderrText(stderr.Bytes()))
 	}
 	return nil
 }

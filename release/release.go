@@ -125,6 +125,7 @@ type Result struct {
 	Bytes         int64
 	Objects       int // files published with a compressed object
 	Deltas        int // deltas published, all files together
+	Packs         int // packs of small files published
 	// EmptyDirs lists directories under From (relative slash paths) that hold no file and so
 	// cannot be part of the release: a manifest lists files only. Worth a warning.
 	EmptyDirs []string
@@ -183,12 +184,12 @@ func RunContext(ctx context.Context, fsys afero.Fs, opts Options) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	files, total, err := copyVersion(p, sources, opts.Out, opts.Version, bases)
+	files, packs, total, err := copyVersion(p, sources, opts.Out, opts.Version, bases)
 	if err != nil {
 		return nil, err
 	}
 
-	m := &manifest.Manifest{Version: opts.Version, BaseURL: opts.Version + "/", Files: files}
+	m := &manifest.Manifest{Version: opts.Version, BaseURL: opts.Version + "/", Files: files, Packs: packs}
 	if opts.Expires > 0 {
 		m.Expires = now().Add(opts.Expires).UTC().Truncate(time.Second)
 	}
@@ -197,7 +198,7 @@ func RunContext(ctx context.Context, fsys afero.Fs, opts Options) (*Result, erro
 		return nil, fmt.Errorf("cannot write manifest: %w", err)
 	}
 	res := newResult(manifestPath, files, total, emptyDirs)
-	res.Warnings = p.warnings
+	res.Packs, res.Warnings = len(packs), p.warnings
 	if key != nil {
 		res.SignaturePath = sigPath
 	}
@@ -403,18 +404,18 @@ func emptyDirs(sources []source, dirs []string) []string {
 	return empty
 }
 
-// copyVersion copies sources into out/.<version>.partial with their objects and deltas, syncs
-// everything and renames it to out/<version>. It returns the manifest entries, hashed from the
-// bytes actually written.
-func copyVersion(p *publisher, sources []source, out, version string, bases []*earlier) ([]manifest.File, int64, error) {
+// copyVersion copies sources into out/.<version>.partial with their objects, deltas and packs,
+// syncs everything and renames it to out/<version>. It returns the manifest entries, hashed from
+// the bytes actually written, and the packs.
+func copyVersion(p *publisher, sources []source, out, version string, bases []*earlier) ([]manifest.File, []manifest.Pack, int64, error) {
 	fsys := p.fsys
 	final := filepath.Join(out, version)
 	partial := filepath.Join(out, "."+version+".partial")
 	if err := fsys.RemoveAll(partial); err != nil {
-		return nil, 0, fmt.Errorf("cannot remove the leftover %s of an interrupted release: %w", partial, err)
+		return nil, nil, 0, fmt.Errorf("cannot remove the leftover %s of an interrupted release: %w", partial, err)
 	}
 	if err := fsys.Mkdir(partial, 0o755); err != nil {
-		return nil, 0, fmt.Errorf("cannot create %s: %w", partial, err)
+		return nil, nil, 0, fmt.Errorf("cannot create %s: %w", partial, err)
 	}
 	done := false
 	defer func() {
@@ -429,7 +430,7 @@ func copyVersion(p *publisher, sources []source, out, version string, bases []*e
 	for _, s := range sources {
 		created, err := fsutil.MkdirsUnder(fsys, partial, path.Dir(s.name), 0o755)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		for _, d := range created {
 			dirs[d] = true
@@ -437,27 +438,28 @@ func copyVersion(p *publisher, sources []source, out, version string, bases []*e
 		dst := filepath.Join(partial, filepath.FromSlash(s.name))
 		sum, size, err := fsutil.CopyFile(fsys, s.path, dst, fsutil.Attrs{Mode: s.mode})
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		files = append(files, manifest.File{Name: s.name, SHA256: sum, Size: size, Mode: s.mode, HasMode: true})
 		total += size
 	}
 	p.dir, p.objDir = partial, filepath.Join(partial, SourcesDir)
-	if err := p.publishSources(files, bases); err != nil {
-		return nil, 0, err
+	packs, err := p.publishSources(files, bases)
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	// New directory entries must be durable before the rename publishes them.
 	for d := range dirs {
 		if err := fsutil.SyncDir(fsys, d); err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 	}
 	if err := fsys.Rename(partial, final); err != nil {
-		return nil, 0, fmt.Errorf("cannot rename %s to %s: %w", partial, final, err)
+		return nil, nil, 0, fmt.Errorf("cannot rename %s to %s: %w", partial, final, err)
 	}
 	done = true
 	if err := fsutil.SyncDir(fsys, out); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
-	return files, total, nil
+	return files, packs, total, nil
 }

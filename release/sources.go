@@ -214,11 +214,12 @@ func (p *publisher) warn(msg string) {
 }
 
 // publishSources writes each file's compressed object and its deltas from the earlier versions
-// into p.objDir and records them in files. An object is kept only when smaller than the file, a
-// delta only when markedly smaller than the object (keepDelta).
-func (p *publisher) publishSources(files []manifest.File, bases []*earlier) error {
+// into p.objDir and records them in files, then the packs of small files, which it returns. An
+// object is kept only when smaller than the file, a delta only when markedly smaller than the
+// object (keepDelta), a pack only when markedly smaller than its members' objects.
+func (p *publisher) publishSources(files []manifest.File, bases []*earlier) ([]manifest.Pack, error) {
 	if err := p.fsys.Mkdir(p.objDir, 0o755); err != nil {
-		return fmt.Errorf("cannot create %s: %w", p.objDir, err)
+		return nil, fmt.Errorf("cannot create %s: %w", p.objDir, err)
 	}
 	err := parallel(p.ctx, len(files), p.workers, func(i int) error {
 		f := &files[i]
@@ -233,9 +234,13 @@ func (p *publisher) publishSources(files []manifest.File, bases []*earlier) erro
 		return p.publishDeltas(f, content, bar, bases)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return fsutil.SyncDir(p.fsys, p.objDir)
+	packs, err := p.publishPacks(files)
+	if err != nil {
+		return nil, err
+	}
+	return packs, fsutil.SyncDir(p.fsys, p.objDir)
 }
 
 // parallel calls do(i) for each i in 0..n-1 on up to workers goroutines. After the first error
@@ -295,9 +300,9 @@ func (p *publisher) publishObject(f *manifest.File, content []byte) (int64, erro
 		return f.Size, nil
 	}
 	keep := func(n int64) bool { return n < f.Size }
-	obj, err := p.make("the object of "+f.Name, *f, nil, keep, func(enc encoder, w io.Writer) error {
+	obj, err := p.make(fileRecipe("the object of "+f.Name, *f, nil, keep, func(enc encoder, w io.Writer) error {
 		return enc.object(p.ctx, w, in)
-	})
+	}))
 	if err != nil || obj == nil {
 		return f.Size, err
 	}
@@ -327,9 +332,9 @@ func (p *publisher) publishDeltas(f *manifest.File, content []byte, bar int64, b
 		seen[sum] = true
 		base := input{path: o.path, size: int64(len(old)), content: old}
 		what := fmt.Sprintf("the delta of %s from %s %s", f.Name, e.version, o.name)
-		s, err := p.make(what, *f, old, keep, func(enc encoder, w io.Writer) error {
+		s, err := p.make(fileRecipe(what, *f, old, keep, func(enc encoder, w io.Writer) error {
 			return enc.delta(p.ctx, w, in, base)
-		})
+		}))
 		if err != nil {
 			return err
 		}
@@ -346,28 +351,46 @@ type refusedError struct{ err error }
 func (e *refusedError) Error() string { return e.err.Error() }
 func (e *refusedError) Unwrap() error { return e.err }
 
-// make writes one source of the file out with encode, and publishes it when keep accepts its
-// size and the client's decoder its bytes (base is the delta's dictionary, nil for an object).
-// When the client would refuse what the reference encoder made, the built-in encoder makes it
-// instead, with a warning. It returns nil when keep refuses the source.
-func (p *publisher) make(what string, out manifest.File, base []byte, keep func(int64) bool, encode func(encoder, io.Writer) error) (*manifest.Source, error) {
+// recipe is how one source is made and checked.
+type recipe struct {
+	what   string                // what it is, for messages
+	keep   func(size int64) bool // whether a source of that size is worth publishing
+	encode func(encoder, io.Writer) error
+	// decode decodes the source r, which must be src, as an updater does.
+	decode func(dec *delta.Decoder, r io.Reader, src delta.Want) error
+}
+
+// fileRecipe is the recipe of an object (base nil) or a delta of f.
+func fileRecipe(what string, f manifest.File, base []byte, keep func(int64) bool, encode func(encoder, io.Writer) error) recipe {
+	out := delta.Want{SHA256: f.SHA256, Size: f.Size}
+	return recipe{what: what, keep: keep, encode: encode, decode: func(dec *delta.Decoder, r io.Reader, src delta.Want) error {
+		// delta.Limits{}: the limits the updater passes.
+		_, err := dec.Decode(io.Discard, r, src, base, out, delta.Limits{})
+		return err
+	}}
+}
+
+// make writes one source with r.encode, and publishes it when r.keep accepts its size and the
+// updater's decoder its bytes. When the updater would refuse what the reference encoder made,
+// the built-in encoder makes it instead, with a warning. It returns nil when keep refuses.
+func (p *publisher) make(r recipe) (*manifest.Source, error) {
 	enc := p.enc
-	s, err := p.try(enc, out, base, keep, encode)
+	s, err := p.try(enc, r)
 	var refused *refusedError
 	if errors.As(err, &refused) && p.enc != p.builtin {
-		p.warn(fmt.Sprintf("%s: the updater's decoder refuses what %s made (%v); made with the built-in encoder instead", what, p.enc, err))
+		p.warn(fmt.Sprintf("%s: the updater's decoder refuses what %s made (%v); made with the built-in encoder instead", r.what, p.enc, err))
 		enc = p.builtin
-		s, err = p.try(enc, out, base, keep, encode)
+		s, err = p.try(enc, r)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot make %s with %s: %w", what, enc, err)
+		return nil, fmt.Errorf("cannot make %s with %s: %w", r.what, enc, err)
 	}
 	return s, nil
 }
 
 // try makes one source with enc in a temporary file of objDir, checks it, and renames it to
 // objDir/<sha256>.zst. Nothing is left behind when it is not kept or fails.
-func (p *publisher) try(enc encoder, out manifest.File, base []byte, keep func(int64) bool, encode func(encoder, io.Writer) error) (*manifest.Source, error) {
+func (p *publisher) try(enc encoder, r recipe) (*manifest.Source, error) {
 	tmp := fsutil.TempName(p.objDir, "source")
 	defer p.fsys.Remove(tmp) // gone after the rename; removes a refused one
 	w, err := fsutil.Create(p.fsys, tmp)
@@ -375,14 +398,14 @@ func (p *publisher) try(enc encoder, out manifest.File, base []byte, keep func(i
 		return nil, err
 	}
 	defer w.Close()
-	if err := encode(enc, w); err != nil {
+	if err := r.encode(enc, w); err != nil {
 		return nil, err
 	}
-	if !keep(w.Size()) {
+	if !r.keep(w.Size()) {
 		return nil, nil
 	}
 	src := delta.Want{SHA256: w.SHA256(), Size: w.Size()}
-	if err := p.check(tmp, src, base, delta.Want{SHA256: out.SHA256, Size: out.Size}); err != nil {
+	if err := p.check(tmp, src, r); err != nil {
 		return nil, err
 	}
 	if err := w.Commit(fsutil.Attrs{Mode: 0o644}); err != nil {
@@ -396,9 +419,9 @@ func (p *publisher) try(enc encoder, out manifest.File, base []byte, keep func(i
 	return &manifest.Source{URL: SourcesDir + "/" + name, SHA256: src.SHA256, Size: src.Size}, nil
 }
 
-// check decodes the source written at tmp as an updater would, with its decoder and its limits
-// (delta.Limits{}, as the updater passes), to out. A refusal is a *refusedError.
-func (p *publisher) check(tmp string, src delta.Want, base []byte, out delta.Want) error {
+// check decodes the source written at tmp as an updater would, with its decoder and limits.
+// A refusal is a *refusedError.
+func (p *publisher) check(tmp string, src delta.Want, r recipe) error {
 	f, err := p.fsys.Open(tmp)
 	if err != nil {
 		return fmt.Errorf("cannot read back %s: %w", tmp, err)
@@ -406,7 +429,7 @@ func (p *publisher) check(tmp string, src delta.Want, base []byte, out delta.Wan
 	defer f.Close()
 	dec := <-p.decoders
 	defer func() { p.decoders <- dec }()
-	if _, err := dec.Decode(io.Discard, f, src, base, out, delta.Limits{}); err != nil {
+	if err := r.decode(dec, f, src); err != nil {
 		if errors.Is(err, delta.ErrBadSource) {
 			return &refusedError{err}
 		}

@@ -37,9 +37,9 @@ func zstdCLI(t *testing.T) string {
 	return ""
 }
 
-// realVersions is two versions of an agent made of real files of this system: a program
-// patched in place and grown, and text.
-func realVersions(t *testing.T) (v1, v2 map[string]srcFile) {
+// realVersions is two versions of an agent made of real files of this system: program (larger
+// than packThreshold) patched in place and grown, text, and a library of small source files (sdupdate's own).
+func realVersions(t *testing.T, program string) (v1, v2 map[string]srcFile) {
 	t.Helper()
 	read := func(p string) string {
 		b, err := os.ReadFile(p)
@@ -48,15 +48,24 @@ func realVersions(t *testing.T) (v1, v2 map[string]srcFile) {
 		}
 		return string(b)
 	}
-	ls, readme := read("/usr/bin/ls"), read("../README.md")
-	patched := []byte(ls)
+	prog, readme := read(program), read("../README.md")
+	patched := []byte(prog)
 	for i := 4096; i < len(patched); i += len(patched) / 20 {
 		patched[i] ^= 0x5a
 	}
 	at := len(patched) / 2
 	grown := string(patched[:at]) + strings.Repeat("a new function ", 300) + string(patched[at:])
-	v1 = map[string]srcFile{"bin/sd-agent": {ls, 0o755}, "README.md": {readme, 0o644}, "VERSION": {"1.0.0\n", 0o644}}
+	v1 = map[string]srcFile{"bin/sd-agent": {prog, 0o755}, "README.md": {readme, 0o644}, "VERSION": {"1.0.0\n", 0o644}}
 	v2 = map[string]srcFile{"bin/sd-agent": {grown, 0o755}, "README.md": {readme + "\n## 1.1.0\n\nA fix.\n", 0o644}, "VERSION": {"1.1.0\n", 0o644}}
+	sources, err := filepath.Glob("../manifest/*.go")
+	if err != nil || len(sources) < 4 {
+		t.Fatalf("sdupdate's own sources to release: %v %q", err, sources)
+	}
+	for _, p := range sources {
+		name := "lib/manifest/" + filepath.Base(p)
+		v1[name] = srcFile{read(p), 0o644}
+		v2[name] = v1[name]
+	}
 	return v1, v2
 }
 
@@ -143,7 +152,7 @@ func sourceBytes(m *manifest.Manifest) (objects, deltas int64) {
 // the patch. And it is smaller than what the built-in encoder makes of the same files.
 func TestReleaseWithReferenceZstdInstalls(t *testing.T) {
 	cli := zstdCLI(t)
-	v1, v2 := realVersions(t)
+	v1, v2 := realVersions(t, cli) // zstd itself is the program
 	fsys, dir := afero.NewOsFs(), t.TempDir()
 	site := filepath.Join(dir, "site")
 	s := newCountingSite(t, site)
@@ -168,7 +177,18 @@ func TestReleaseWithReferenceZstdInstalls(t *testing.T) {
 		}
 		assertInstalled(t, e.Fs, v.tree)
 	}
-	got := s.fetched(ms["1.1.0"])
+	m := ms["1.1.0"]
+	if len(m.Packs) == 0 {
+		t.Fatal("no pack of the small sources")
+	}
+	for _, pk := range m.Packs {
+		for name, content := range packedContents(t, fsys, site, m, pk) {
+			if content != v2[name].content {
+				t.Errorf("%s: the pack holds other bytes than the file", name)
+			}
+		}
+	}
+	got := s.fetched(m)
 	for name, want := range map[string]string{"bin/sd-agent": "delta", "README.md": "delta", "VERSION": "file"} {
 		if got[name] != want {
 			t.Errorf("update to 1.1.0 fetched %s as %q, want %q (all fetched: %v)", name, got[name], want, got)

@@ -71,8 +71,8 @@ func runRelease(ctx context.Context, opts releaseOptions, g *globalOptions) erro
 	for _, w := range res.Warnings {
 		fmt.Fprintf(g.stderr, "sdupdate: warning: %s\n", w)
 	}
-	fmt.Fprintf(g.stdout, "released %s: %d files (%s), %d compressed, %d deltas, %s",
-		opts.Version, res.Files, human.Bytes(res.Bytes), res.Objects, res.Deltas, res.ManifestPath)
+	fmt.Fprintf(g.stdout, "released %s: %d files (%s), %d compressed, %d deltas, %d packs, %s",
+		opts.Version, res.Files, human.Bytes(res.Bytes), res.Objects, res.Deltas, res.Packs, res.ManifestPath)
 	if res.SignaturePath != "" {
 		fmt.Fprintf(g.stdout, ", signed: %s", res.SignaturePath)
 	}
