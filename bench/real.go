@@ -209,17 +209,32 @@ type realRelease struct {
 	bytes            int64 // of the new install
 	m                *manifest.Manifest
 	oldFiles         map[string]string // sha256 → path in oldTree
+	zstd             string            // the reference zstd program the releases are made with
+}
+
+// referenceZstd is the zstd program real releases are published with (`release --zstd`), as a
+// publisher who cares about the bytes every client fetches would.
+func referenceZstd() (string, error) {
+	p, err := exec.LookPath("zstd")
+	if err != nil {
+		return "", fmt.Errorf("the real-releases case publishes with the reference zstd (release --zstd) and compares with it: install zstd (apt-get install zstd): %w", err)
+	}
+	return p, nil
 }
 
 func (b *bench) newRealRelease(name, label, oldTree, newTree string) (*realRelease, error) {
 	r := &realRelease{name: name, label: label, oldTree: oldTree, newTree: newTree, oldFiles: map[string]string{}}
-	var err error
+	zstd, err := referenceZstd()
+	if err != nil {
+		return nil, err
+	}
+	r.zstd = zstd
 	for _, v := range []struct {
 		url     *string
 		version string
 		tree    string
 	}{{&r.oldURL, "1.0.0", oldTree}, {&r.newURL, "1.0.1", newTree}} {
-		if *v.url, err = b.pub.release(name, v.version, v.tree); err != nil {
+		if *v.url, err = b.pub.release(name, v.version, v.tree, "--zstd", zstd); err != nil {
 			return nil, err
 		}
 	}
@@ -252,10 +267,12 @@ func (b *bench) newRealRelease(name, label, oldTree, newTree string) (*realRelea
 	return r, nil
 }
 
-// stripped signs a copy of the new manifest without deltas (and, with objects, without objects
-// too), so the same release can be fetched the way a client of an earlier format would.
+// stripped signs a copy of the new manifest without deltas and packs (and, with objects,
+// without objects too), so the same release can be fetched the way a client of an earlier
+// format would.
 func (b *bench) stripped(r *realRelease, suffix string, objects bool) (string, error) {
 	m := *r.m
+	m.Packs = nil
 	m.Files = append([]manifest.File(nil), r.m.Files...)
 	for i := range m.Files {
 		m.Files[i].Deltas = nil
@@ -451,6 +468,7 @@ func sha(b []byte) string {
 type realRow struct {
 	kase, measured, target string
 	met                    bool
+	info                   bool // a figure to compare with, no target
 }
 
 // realReleases: patch releases and an upgrade of real software, fetched as per-file zstd
@@ -534,6 +552,12 @@ func (b *bench) patchWireRows(r *realRelease, what string) (int64, error) {
 	}
 	b.realRow(what+": bytes on the wire", fmt.Sprintf("%s = %.2f %% of the install (file-level: %s = %.1f %%)",
 		size(o.fetched), pct(o.fetched, r.bytes), size(p.fetched), pct(p.fetched, r.bytes)), "≤ 3 %", pct(o.fetched, r.bytes) <= 3)
+	ref, err := b.referenceBytes(r)
+	if err != nil {
+		return 0, err
+	}
+	b.infoRow(what+": the reference, `zstd -19 --patch-from` file by file", fmt.Sprintf("%s = %.2f %% of the install: sdupdate sends %.2f× that",
+		size(ref), pct(ref, r.bytes), ratioOf(o.fetched, ref)))
 	b.realRow(what+": against `rsync -az` from a daemon", fmt.Sprintf("%.2f× (rsync received %s)", ratioOf(o.fetched, rs), size(rs)),
 		"≤ 0.25×", ratioOf(o.fetched, rs) <= 0.25)
 	return o.rss, nil
@@ -630,6 +654,10 @@ func (b *bench) realRow(kase, measured, target string, met bool) {
 	b.real = append(b.real, realRow{kase: kase, measured: measured, target: target, met: met})
 }
 
+func (b *bench) infoRow(kase, measured string) {
+	b.real = append(b.real, realRow{kase: kase, measured: measured, target: "—", met: true, info: true})
+}
+
 func pct(n, of int64) float64     { return 100 * float64(n) / float64(of) }
 func ratioOf(n, of int64) float64 { return float64(n) / float64(of) }
 
@@ -641,7 +669,7 @@ func (b *bench) printReal(w io.Writer) {
 	if b.short {
 		what = "two builds of sdupdate, -short"
 	}
-	fmt.Fprintf(w, "\nReal releases (%s), per-file zstd objects and deltas:\n", what)
+	fmt.Fprintf(w, "\nReal releases (%s), zstd objects, deltas and packs made with `release --zstd`:\n", what)
 	fmt.Fprintln(w, "\n| case | measured | target | met |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- |")
 	for _, r := range b.real {
@@ -651,6 +679,9 @@ func (b *bench) printReal(w io.Writer) {
 		}
 		if !b.sz.targetsChecked {
 			met = "(not checked)"
+		}
+		if r.info {
+			met = "—"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.kase, r.measured, r.target, met)
 	}

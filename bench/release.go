@@ -102,10 +102,11 @@ type publisher struct {
 // <name>/<version>.json, so several versions of one site can be offered side by side. Its
 // signature and compressed copy go beside it (<version>.json.minisig, .zst), as a site serves
 // what `release` wrote.
-func (p *publisher) release(name, version, build string) (string, error) {
+func (p *publisher) release(name, version, build string, extra ...string) (string, error) {
 	out := filepath.Join(p.site, name)
-	cmd := exec.Command(p.bin, "release", "--from", build, "--version", version, "--out", out,
-		"--sign-key", p.pub.KeyFile, "--expires", "30d")
+	args := append([]string{"release", "--from", build, "--version", version, "--out", out,
+		"--sign-key", p.pub.KeyFile, "--expires", "30d"}, extra...)
+	cmd := exec.Command(p.bin, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("cannot release %s %s: %v: %s", name, version, err, b)
 	}
