@@ -23,7 +23,8 @@ type Attrs struct {
 }
 
 // FileWriter writes a file's content, hashing it with sha256 as it streams, so that a file is
-// never held whole in memory nor read twice. Commit gives it its attributes and fsyncs it;
+// never held whole in memory nor read twice, and a large one is written to the disk as it
+// streams (see writeBehindChunk). Commit gives it its attributes and fsyncs it;
 // Close abandons it and is always safe to defer.
 type FileWriter struct {
 	fsys afero.Fs
@@ -31,6 +32,7 @@ type FileWriter struct {
 	f    afero.File
 	h    hash.Hash
 	n    int64
+	wb   *writeBehind // or nil
 }
 
 // Create creates (or truncates) path, private until Commit gives it its mode.
@@ -39,7 +41,7 @@ func Create(fsys afero.Fs, path string) (*FileWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create %s: %w", path, err)
 	}
-	return &FileWriter{fsys: fsys, path: path, f: f, h: sha256.New()}, nil
+	return &FileWriter{fsys: fsys, path: path, f: f, h: sha256.New(), wb: newWriteBehind(f, 0)}, nil
 }
 
 // CreateUnhashed is Create for content whose writer hashes it already (a decoder checking its
@@ -59,6 +61,7 @@ func (w *FileWriter) Write(p []byte) (int, error) {
 		w.h.Write(p[:n])
 	}
 	w.n += int64(n)
+	w.wb.wrote(n)
 	if err != nil {
 		return n, fmt.Errorf("cannot write %s: %w", w.path, err)
 	}
