@@ -11,8 +11,8 @@ import (
 
 // Which files go in packs, and how large a pack is, were chosen by measuring fresh installs of
 // the benchmark's real trees: A, python3.11 + bind9 (24.8 MB, 675 files, 8.07 MB as .tar.gz),
-// and B, perl + openssh (48 MB, 1,071 files, 12.27 MB as .tar.gz). Packs plus the other files'
-// objects, in MB, built-in encoder (A with zstd -19 in brackets):
+// and B, perl + openssh (48 MB, 1,071 files, 12.23 MB as .tar.gz). Packs plus the other files'
+// objects, in MB, built-in encoder (zstd -19 in brackets, where measured):
 //
 //	threshold  pack  A             B
 //	256 KiB    2 MiB 7.56 (6.61)  10.21
@@ -20,11 +20,12 @@ import (
 //	512 KiB    8 MiB 7.41 (6.51)   9.79
 //	512 KiB   16 MiB 7.38 (6.47)   9.66
 //	1 MiB      4 MiB 7.50 (6.61)   9.40
-//	1 MiB      8 MiB 7.39          9.25
+//	1 MiB      8 MiB 7.39 (6.48)   9.25 (8.40)
 //	1 MiB     16 MiB 7.37          9.21
 //
-// against per-file objects alone 8.14 (7.33) and 12.18. Packs of 16 MiB gain under 0.5 % over 8,
-// for twice the window a client decodes with and more bytes when a patch needs one member.
+// against per-file objects alone 8.14 (7.33) and 12.18 (11.14). Packs of 16 MiB gain under
+// 0.5 % over 8, for twice the window a client decodes with and more bytes when a patch needs
+// one member.
 // Grouping files by extension instead of by name was measured too: B 8.81 but A 7.53, so files
 // stay in manifest order.
 const (

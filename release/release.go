@@ -11,14 +11,17 @@
 //	└── 1.2.0/                 this release: FROM's files at their relative paths
 //	    ├── agent.py
 //	    ├── bin/sd-agent
-//	    └── .sdupdate/         objects and deltas, each named <sha256 of its bytes>.zst
+//	    └── .sdupdate/         objects, deltas and packs, each named <sha256 of its bytes>.zst
 //
 // Each file gets a zstd-compressed object (kept when smaller than the file) and, from each of
 // the Deltas latest earlier versions whose content of it differs, a zstd delta with that content
 // as the dictionary (kept when markedly smaller than the object). The earlier content is the
 // earlier version's file of the same name or, for a file that moved, the one with the same base
-// name and the nearest size. Everything in a version directory is written once and never
-// changed, so any server or CDN may cache it forever.
+// name and the nearest size. Small files are also published together, in packs (see
+// packThreshold). They are made by the built-in encoder or by the reference zstd program
+// (Options.Zstd), and each is decoded back with the updater's own decoder and limits before it
+// is published. Everything in a version directory is written once and never changed, so any
+// server or CDN may cache it forever.
 //
 // A run never changes a published version: it refuses when OUT/<V> exists. The files are copied
 // into OUT/.<V>.partial first and renamed to OUT/<V> only when all of them are written and
