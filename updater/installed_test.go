@@ -121,7 +121,7 @@ func TestOnlyTheNoOpDecisionReliesOnTheRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw, _ := afero.ReadFile(fsys, installedPath)
-	refused := bytes.Replace(raw, []byte(`"mode": "0755"`), []byte(`"mode": "4755"`), 1)
+	refused := bytes.Replace(raw, []byte(`"0755"`), []byte(`"4755"`), 1)
 	if bytes.Equal(refused, raw) {
 		t.Fatal("installed.json has no 0755 mode to change")
 	}
