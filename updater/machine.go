@@ -35,7 +35,13 @@ func (e *Engine) run(ctx context.Context, log *logrus.Entry, l *layout, rec *Rec
 		var next Phase
 		switch rec.Phase {
 		case PhaseApplied:
-			next = e.afterApply(log, rec)
+			if next = e.afterApply(log, rec); next == PhaseDone {
+				// Recovery from applied takes this decision again from the same record (the
+				// unit was not watched, so no outcome was learnt that the record lacks): done
+				// needs no record of its own, and finish ends the run.
+				rec.Phase = next
+				continue
+			}
 		case PhaseRestarting, PhaseRollbackRestarting:
 			var interrupted bool
 			if next, interrupted = e.watchRestart(ctx, log, rec); interrupted {

@@ -18,12 +18,16 @@ import (
 // Phase names are persisted: they are part of the on-disk format and never renamed.
 type Phase string
 
+// An update records staging, snapshotting, applying and applied, then restarting and done when
+// it watches the agent. Staged and snapshotted, which an earlier sdupdate also recorded, are
+// still read: each is recovered exactly as the phase before it is, so recording them cost two
+// fsyncs each and changed no outcome.
 const (
 	// The install is untouched in every phase up to and including PhaseSnapshotted.
 	PhaseStaging      Phase = "staging"      // downloading into the staging directory
-	PhaseStaged       Phase = "staged"       // every file verified and fsynced in staging
+	PhaseStaged       Phase = "staged"       // every file verified and fsynced in staging (read only)
 	PhaseSnapshotting Phase = "snapshotting" // the snapshot named in the record is being written
-	PhaseSnapshotted  Phase = "snapshotted"  // the snapshot is complete and fsynced
+	PhaseSnapshotted  Phase = "snapshotted"  // the snapshot is complete and fsynced (read only)
 	// The point of no return: from here on installed files change.
 	PhaseApplying           Phase = "applying"            // staged files are being renamed into place
 	PhaseApplied            Phase = "applied"             // the new tree and installed.json are in place

@@ -3,11 +3,13 @@ package updater
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spf13/afero"
 
@@ -46,32 +48,46 @@ var partSumPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 func (j journal) partPath(sum string) string { return filepath.Join(dirOf(j.path), partPrefix+sum) }
 
 // saveParts writes the parts of r's large fields that differ from what is saved and returns
-// what is saved then.
+// what is saved then. The parts are written at once: none has to be durable before another
+// (only before the record that names them, which write writes after), so the waits of their
+// fsyncs overlap instead of adding up — a run's first record writes all three.
 func (j journal) saveParts(r *Record) (savedParts, error) {
 	s := r.saved
-	var err error
-	if !bytes.Equal(r.OldManifest, s.old) {
-		if s.sums.OldManifest, err = j.writePart(r.OldManifest); err != nil {
-			return s, err
+	opsChanged := !slices.Equal(r.Ops, s.ops)
+	var ops []byte
+	if opsChanged && len(r.Ops) > 0 {
+		var err error
+		if ops, err = json.Marshal(r.Ops); err != nil {
+			return s, fmt.Errorf("cannot encode the journal's ops: %w", err)
 		}
+	}
+	fields := []struct {
+		changed bool
+		data    []byte
+		sum     *string
+	}{
+		{!bytes.Equal(r.OldManifest, s.old), r.OldManifest, &s.sums.OldManifest},
+		{!bytes.Equal(r.NewManifest, s.new), r.NewManifest, &s.sums.NewManifest},
+		{opsChanged, ops, &s.sums.Ops},
+	}
+	errs := make([]error, len(fields))
+	var wg sync.WaitGroup
+	for i, f := range fields {
+		if f.changed {
+			wg.Go(func() { *f.sum, errs[i] = j.writePart(f.data) })
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return s, err
+	}
+	if fields[0].changed {
 		s.old = bytes.Clone(r.OldManifest)
 	}
-	if !bytes.Equal(r.NewManifest, s.new) {
-		if s.sums.NewManifest, err = j.writePart(r.NewManifest); err != nil {
-			return s, err
-		}
+	if fields[1].changed {
 		s.new = bytes.Clone(r.NewManifest)
 	}
-	if !slices.Equal(r.Ops, s.ops) {
-		var data []byte
-		if len(r.Ops) > 0 {
-			if data, err = json.Marshal(r.Ops); err != nil {
-				return s, fmt.Errorf("cannot encode the journal's ops: %w", err)
-			}
-		}
-		if s.sums.Ops, err = j.writePart(data); err != nil {
-			return s, err
-		}
+	if opsChanged {
 		s.ops = slices.Clone(r.Ops)
 	}
 	return s, nil
