@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -254,14 +255,20 @@ func (e *Engine) finish(log *logrus.Entry, l *layout, rec *Record, clear bool) (
 	}
 	// A run ends failed here only after its snapshot was restored (see PhaseRollingBack).
 	restored := rec.Outcome == OutcomeRolledBack || rec.Outcome == OutcomeFailed
-	e.recordLastRun(l, &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: rec.Outcome, From: rec.From, To: rec.To, ModifiedLocally: rec.ModifiedLocally,
-		Started: rec.Started, Reason: rec.Reason, Snapshot: rec.Snapshot, RolledBack: restored})
+	lr := &LastRun{RunID: rec.RunID, Command: rec.Kind, Result: rec.Outcome, From: rec.From, To: rec.To, ModifiedLocally: rec.ModifiedLocally,
+		Started: rec.Started, Reason: rec.Reason, Snapshot: rec.Snapshot, RolledBack: restored}
 	if !clear {
+		e.recordLastRun(l, lr)
 		return res, err
 	}
+	// The outcome is recorded while old snapshots are pruned (neither reads what the other
+	// writes), so the waits of their fsyncs overlap; both are done before the journal goes.
+	var wg sync.WaitGroup
+	wg.Go(func() { e.recordLastRun(l, lr) })
 	if rec.Outcome == OutcomeUpdated {
 		e.pruneAfterUpdate(log, l, rec.Snapshot)
 	}
+	wg.Wait()
 	if rec.StagingDir != "" {
 		if rerr := e.Fs.RemoveAll(rec.StagingDir); rerr != nil {
 			log.WithError(rerr).Warn("cannot remove staging directory; the next run removes it")

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -363,14 +364,31 @@ func (e *Engine) applyFiles(u *updateRun) error {
 			Error("apply failed; restoring the snapshot")
 		return err
 	}
-	if err := e.setInstalled(u.l, u.rec.NewManifest); err != nil {
+	if err := e.recordInstalled(u); err != nil {
 		return err
 	}
-	e.recordApplied(u.l, u.res.Plan, u.rec.NewManifest)
-	e.saveIndex(u.l, u.res.Plan.Index)
-	e.recordVersion(u.l, u.res.Plan.To, u.f.offered(), u.rec.NewManifest)
-	e.index = u.res.Plan.Index
 	return e.journal(u.l).setPhase(u.rec, PhaseApplied)
+}
+
+// recordInstalled records the new manifest as installed, with the stat index and the version
+// record that describe it. Only installed.json must be durable before the journal says applied;
+// the other two are checked against its bytes whenever they are read (the index names them by
+// their sha256, the version record hashes them), so whichever of the three a crash or a failure
+// keeps, neither is trusted for bytes it was not written for. None has to wait for another, so
+// they are written at once and the waits of their fsyncs overlap.
+func (e *Engine) recordInstalled(u *updateRun) error {
+	p, raw := u.res.Plan, u.rec.NewManifest
+	e.recordApplied(u.l, p, raw)
+	var wg sync.WaitGroup
+	wg.Go(func() { e.saveIndex(u.l, p.Index) })
+	wg.Go(func() { e.recordVersion(u.l, p.To, u.f.offered(), raw) })
+	err := e.setInstalled(u.l, raw)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	e.index = p.Index
+	return nil
 }
 
 // resolveVerified records in the new manifest what was verified (got, in the order of
