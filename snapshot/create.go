@@ -137,18 +137,42 @@ func (c *creation) run(ctx context.Context, leaving []int, manifest []byte) erro
 		return err
 	}
 	c.recordDirs()
+	syncer := fsutil.NewSyncer()
 	if len(manifest) > 0 {
 		sum := sha256.Sum256(manifest)
 		c.m.ManifestSHA256 = hex.EncodeToString(sum[:])
-		if err := fsutil.WriteFileAtomic(s.Fs, filepath.Join(c.snapDir, manifestFile), manifest, 0o600); err != nil {
+		if err := c.writeManifest(manifest, syncer); err != nil {
+			_ = syncer.Wait()
 			return err
 		}
 	}
-	// Links and new directories only exist once the directories holding them are synced.
-	if err := fsutil.SyncDirs(s.Fs, c.sync); err != nil {
+	// Links and new directories only exist once the directories holding them are synced; the
+	// manifest's own fsync runs meanwhile.
+	err = fsutil.SyncDirs(s.Fs, c.sync)
+	if serr := syncer.Wait(); err == nil {
+		err = serr
+	}
+	if err != nil {
 		return err
 	}
 	return s.writeRecord(c.m)
+}
+
+// writeManifest writes the manifest's exact bytes into the new snapshot's directory and hands
+// the file to syncer. It needs no temporary file and no fsync of its own for the directory:
+// until record.json is written the snapshot is incomplete and never read (Cleanup or the next
+// Create of its id removes it whole), the directory is among those run syncs before the record,
+// and a reader checks the manifest against the sha256 the record gives.
+func (c *creation) writeManifest(manifest []byte, syncer *fsutil.Syncer) error {
+	w, err := fsutil.CreateUnhashed(c.s.Fs, filepath.Join(c.snapDir, manifestFile))
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if _, err := w.Write(manifest); err != nil {
+		return err
+	}
+	return w.CommitVia(fsutil.Attrs{Mode: 0o600}, syncer)
 }
 
 // writeRecord replaces m's record.json atomically (manifest kept apart, see Meta).

@@ -321,3 +321,44 @@ func TestObjectsLine(t *testing.T) {
 		}
 	}
 }
+
+// A record's file lines are written by hand; they must read back as what encoding/json would
+// have written, names that need escaping and stamps missing or partly empty included.
+func TestFileLinesAreWhatEncodingJSONWrites(t *testing.T) {
+	files := []FileMeta{
+		{Name: "bin/sd-agent", SHA256: sumOf("a"), Size: 99, Mode: 0o755, UID: 0, GID: 0, Stored: true,
+			Stamp: &Stamp{Dev: 65024, Ino: 1234, Size: 99, MtimeNs: 1796183153492997551, CtimeNs: 1796183153568997553, TakenNs: 1796183153809141634}},
+		{Name: "conf/a b&<c>.ini", SHA256: sumOf("b"), Size: 0, Mode: 0o600, UID: -1, GID: -1,
+			Stamp: &Stamp{Size: 0, MtimeNs: -5, TakenNs: 7}},
+		{Name: "lib/\"quoted\"\\é\u2028.py", SHA256: sumOf("c"), Size: 1 << 40, Mode: 0o644, UID: 1000, GID: 100},
+	}
+	for _, f := range files {
+		want, err := json.Marshal(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendFileLine(nil, &f); string(got) != string(want) {
+			t.Errorf("file line of %q:\n got %s\nwant %s", f.Name, got, want)
+		}
+	}
+	files = files[:2] // a record holds no name an install may not have
+	m := &Meta{ID: "20260101T000000Z-1.0.0-abcdef", Version: "1.0.0", Bytes: 99, Files: files, Dirs: []DirMeta{{Name: "bin", Mode: 0o755}}}
+	data, err := encodeRecord(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := parseRecord(m.ID, data)
+	if err != nil {
+		t.Fatalf("the record does not read back: %v", err)
+	}
+	if b, _ := json.Marshal(back.Files); string(b) != string(must(json.Marshal(files))) {
+		t.Errorf("files read back as %s", b)
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
