@@ -30,7 +30,7 @@ const (
 // ErrUnsafePath; blocker is the slash prefix of name that stops the walk (a regular file where a
 // directory must be, or a special file), "" when nothing does.
 func Inspect(fsys afero.Fs, root, name string) (k Kind, blocker string, err error) {
-	k, blocker, _, err = (&Inspector{fs: fsys, root: root}).Inspect(name)
+	k, blocker, _, err = (&Inspector{fs: fsys, root: filepath.Clean(root)}).Inspect(name)
 	return k, blocker, err
 }
 
@@ -39,7 +39,7 @@ func Inspect(fsys afero.Fs, root, name string) (k Kind, blocker string, err erro
 // is a regular file. It returns whether name exists. Parents that do not exist yet are fine: they
 // will be created as real directories.
 func CheckPath(fsys afero.Fs, root, name string) (exists bool, err error) {
-	exists, _, err = (&Inspector{fs: fsys, root: root}).CheckPath(name)
+	exists, _, err = (&Inspector{fs: fsys, root: filepath.Clean(root)}).CheckPath(name)
 	return exists, err
 }
 
@@ -58,9 +58,23 @@ type lstatResult struct {
 	err error
 }
 
+// joinElem is filepath.Join(dir, elem) for dir clean already (the Inspector's root is cleaned
+// once, and a plain name keeps a clean path clean) and elem one component of a slash path: a
+// plain name is appended as it is, which spares a plan of 5,000 files 10,000 Cleans of long
+// paths. Anything else ("", ".", "..", a separator) is left to filepath.Join.
+func joinElem(dir, elem string) string {
+	if elem == "" || elem == "." || elem == ".." || strings.ContainsRune(elem, filepath.Separator) || dir == "" || dir == "." {
+		return filepath.Join(dir, elem)
+	}
+	if strings.HasSuffix(dir, string(filepath.Separator)) { // the root directory
+		return dir + elem
+	}
+	return dir + string(filepath.Separator) + elem
+}
+
 // NewInspector returns an Inspector of the names under root.
 func NewInspector(fsys afero.Fs, root string) *Inspector {
-	return &Inspector{fs: fsys, root: root, dirs: map[string]lstatResult{}}
+	return &Inspector{fs: fsys, root: filepath.Clean(root), dirs: map[string]lstatResult{}}
 }
 
 // Inspect is the package's Inspect; fi is the lstat of name itself when it exists.
@@ -75,7 +89,7 @@ func (in *Inspector) Inspect(name string) (k Kind, blocker string, fi os.FileInf
 			end += start
 		}
 		prefix := name[:end]
-		cur = filepath.Join(cur, name[start:end])
+		cur = joinElem(cur, name[start:end])
 		fi, err := in.lstat(cur, prefix, last)
 		if errors.Is(err, os.ErrNotExist) {
 			return Absent, "", nil, nil

@@ -206,3 +206,16 @@ func TestCopyFileHashesAndSetsTheExactMode(t *testing.T) {
 		t.Errorf("dst mode %v, %v; want 0751", fi.Mode(), err)
 	}
 }
+
+// Inspect builds each path a component at a time without filepath.Join: the paths must be the
+// ones Join gives.
+func TestJoinElemIsFilepathJoin(t *testing.T) {
+	for _, dir := range []string{"/", "/opt/sd-agent", "opt", ".", ""} {
+		dir = filepath.Clean(dir)
+		for _, elem := range []string{"a", "agent.py", "", ".", "..", "a/b", ".hidden", "..."} {
+			if got, want := joinElem(dir, elem), filepath.Join(dir, elem); got != want {
+				t.Errorf("joinElem(%q, %q) = %q, want %q", dir, elem, got, want)
+			}
+		}
+	}
+}
