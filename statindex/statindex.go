@@ -22,7 +22,6 @@
 package statindex
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,7 +31,6 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/afero"
@@ -183,7 +181,12 @@ func Load(fsys afero.Fs, path string) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot stat stat index %s: %w", path, err)
 	}
-	x, err := parse(bufio.NewReaderSize(f, 64<<10), fi.Size())
+	// Read whole, in one call: it is parsed in place, one line after the other.
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("cannot read stat index %s: %w", path, err)
+	}
+	x, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
 	}
@@ -191,67 +194,78 @@ func Load(fsys afero.Fs, path string) (*Index, error) {
 	return x, nil
 }
 
-// parse reads an index of size bytes.
-func parse(r *bufio.Reader, size int64) (*Index, error) {
-	h := sha256.New()
-	line := func() (string, error) {
-		l, err := r.ReadString('\n')
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return "", err
-		}
-		return l, nil
-	}
-	l, err := line()
-	if err != nil || l != header {
+// parse reads an index: the header, the installed line, the entries, and the end line, last,
+// whose checksum covers every byte before it.
+func parse(data []byte) (*Index, error) {
+	rest, ok := bytes.CutPrefix(data, []byte(header))
+	if !ok {
 		return nil, errors.New("not a stat index of this format")
 	}
-	h.Write([]byte(l))
-	if l, err = line(); err != nil || !strings.HasPrefix(l, "installed ") {
+	line, rest, ok := bytes.Cut(rest, []byte{'\n'})
+	installed, isInstalled := bytes.CutPrefix(line, []byte("installed "))
+	if !ok || !isInstalled {
 		return nil, errors.New("no installed line")
 	}
-	h.Write([]byte(l))
-	// An entry takes 100 to 200 bytes: the map is sized once for what the file can hold.
-	x := NewSized(strings.TrimSuffix(strings.TrimPrefix(l, "installed "), "\n"), int(min(size/100, 1<<20)))
-	for {
-		if l, err = line(); err != nil {
-			return nil, err
-		}
-		if rest, ok := strings.CutPrefix(l, "end "); ok {
-			if strings.TrimSuffix(rest, "\n") != hex.EncodeToString(h.Sum(nil)) {
-				return nil, errors.New("checksum does not match")
-			}
-			if _, err := r.ReadByte(); err != io.EOF {
-				return nil, errors.New("data after the end line")
-			}
-			return x, nil
-		}
-		h.Write([]byte(l))
-		name, e, err := parseEntry(strings.TrimSuffix(l, "\n"))
+	if len(rest) == 0 || rest[len(rest)-1] != '\n' {
+		return nil, io.ErrUnexpectedEOF
+	}
+	last := bytes.LastIndexByte(rest[:len(rest)-1], '\n') + 1
+	sum, isEnd := bytes.CutPrefix(rest[last:len(rest)-1], []byte("end "))
+	if !isEnd {
+		return nil, errors.New("no end line")
+	}
+	if string(sum) != SumOf(data[:len(data)-len(rest)+last]) {
+		return nil, errors.New("checksum does not match")
+	}
+	entries := rest[:last]
+	x := NewSized(string(installed), bytes.Count(entries, []byte{'\n'}))
+	for len(entries) > 0 {
+		line, entries, _ = bytes.Cut(entries, []byte{'\n'})
+		name, e, err := parseEntry(line)
 		if err != nil {
 			return nil, err
 		}
 		x.entries[name] = e
 	}
+	return x, nil
 }
 
-func parseEntry(l string) (string, entry, error) {
-	f := strings.SplitN(l, " ", 7)
-	if len(f) != 7 || len(f[5]) != 64 || f[6] == "" {
-		return "", entry{}, fmt.Errorf("invalid entry %q", l)
-	}
+// parseEntry reads one entry's line: five decimal numbers, the sha256 and the name, which
+// comes last and may hold spaces.
+func parseEntry(l []byte) (string, entry, error) {
 	var n [5]uint64
+	rest := l
 	for i := range n {
-		v, err := strconv.ParseUint(f[i], 10, 64)
-		if err != nil {
+		field, after, ok := bytes.Cut(rest, []byte{' '})
+		v, valid := parseUint(field)
+		if !ok || !valid {
 			return "", entry{}, fmt.Errorf("invalid entry %q", l)
 		}
-		n[i] = v
+		n[i], rest = v, after
 	}
-	e := entry{st: Stat{Size: int64(n[0]), Mtime: int64(n[1]), Ctime: int64(n[2]), Ino: n[3], Dev: n[4]}, sum: f[5]}
-	return f[6], e, nil
+	sum, name, ok := bytes.Cut(rest, []byte{' '})
+	if !ok || len(sum) != 64 || len(name) == 0 {
+		return "", entry{}, fmt.Errorf("invalid entry %q", l)
+	}
+	e := entry{st: Stat{Size: int64(n[0]), Mtime: int64(n[1]), Ctime: int64(n[2]), Ino: n[3], Dev: n[4]}, sum: string(sum)}
+	return string(name), e, nil
+}
+
+// parseUint is strconv.ParseUint(string(b), 10, 64) without the copy for up to 19 digits, which
+// cannot overflow.
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		v, err := strconv.ParseUint(string(b), 10, 64)
+		return v, err == nil
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v, true
 }
 
 // Save writes the index to path atomically.
