@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/spf13/afero"
@@ -113,28 +115,42 @@ func (s *Store) records() ([]Meta, error) {
 }
 
 // readEach reads, with read, the snapshots that want admits; want is asked before a record is
-// read. A snapshot that is absent or incomplete is skipped.
+// read. A snapshot that is absent or incomplete is skipped. The records are read a few at once,
+// as many as there are CPUs: each is hashed whole, and an update's retention reads every one.
 func readEach[T any](s *Store, want func(id string) (bool, error), read func(id string) (*T, error)) ([]T, error) {
 	ids, err := s.ids()
 	if err != nil {
 		return nil, err
 	}
-	out := []T{}
-	var errs []error
-	for _, id := range ids {
+	vals := make([]*T, len(ids))
+	errs := make([]error, len(ids))
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, id := range ids {
 		ok, err := want(id)
-		if err == nil && ok {
-			var v *T
-			if v, err = read(id); err == nil {
-				out = append(out, *v)
-			}
+		if err != nil || !ok {
+			errs[i] = err
+			continue
 		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) { // not there: incomplete
-			errs = append(errs, err)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			vals[i], errs[i] = read(id)
+		})
+	}
+	wg.Wait()
+	out := []T{}
+	var failed []error
+	for i := range ids {
+		if errs[i] == nil && vals[i] != nil {
+			out = append(out, *vals[i])
+		}
+		if errs[i] != nil && !errors.Is(errs[i], os.ErrNotExist) { // not there: incomplete
+			failed = append(failed, errs[i])
 		}
 	}
-	if len(errs) > 0 {
-		return out, fmt.Errorf("cannot read every snapshot in %s: %w", s.Dir, errors.Join(errs...))
+	if len(failed) > 0 {
+		return out, fmt.Errorf("cannot read every snapshot in %s: %w", s.Dir, errors.Join(failed...))
 	}
 	return out, nil
 }
