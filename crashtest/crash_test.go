@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/sdupdate/sdupdate/internal/fixture"
+
+	"github.com/sdupdate/sdupdate/internal/need"
 )
 
 // binary is the sdupdate built once for the whole package by TestMain, in workDir, which also
@@ -1060,12 +1062,7 @@ func lastLine(s string) string {
 // It needs root; in CI, where we are root, a missing privilege is a failure.
 func mountTmpfs(t *testing.T, opts string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mounting a tmpfs needs root, and CI runs as root")
-		}
-		t.Skip("mounting a tmpfs needs root")
-	}
+	need.Root(t, "mounting a tmpfs")
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
 		t.Fatalf("cannot mount a tmpfs on %s: %v", dir, err)

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/sdupdate/sdupdate/internal/need"
 )
 
 func want(b []byte) Want {
@@ -271,15 +273,7 @@ func TestLoadBase(t *testing.T) {
 
 func zstdCLI(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("zstd")
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the zstd program is needed for the interoperability tests: apt-get install zstd")
-	}
-	t.Skip("zstd not installed (apt-get install zstd)")
-	return ""
+	return need.Program(t, "zstd", "zstd")
 }
 
 func run(t *testing.T, name string, args ...string) {

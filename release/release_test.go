@@ -16,6 +16,7 @@ import (
 	"aead.dev/minisign"
 	"github.com/spf13/afero"
 
+	"github.com/sdupdate/sdupdate/internal/need"
 	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/sign"
 )
@@ -211,13 +212,7 @@ func TestRunSignedVerifies(t *testing.T) {
 }
 
 func TestRunSignedMinisignVerifies(t *testing.T) {
-	cli, err := exec.LookPath("minisign")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the minisign program is needed: apt-get install minisign")
-		}
-		t.Skip("minisign not installed (apt-get install minisign)")
-	}
+	cli := need.Program(t, "minisign", "minisign")
 	fsys := afero.NewOsFs()
 	dir := t.TempDir()
 	src, out := filepath.Join(dir, "src"), filepath.Join(dir, "pub")

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/sdupdate/sdupdate/config"
 	"github.com/sdupdate/sdupdate/fetch"
+	"github.com/sdupdate/sdupdate/internal/need"
 	"github.com/sdupdate/sdupdate/manifest"
 	"github.com/sdupdate/sdupdate/updater"
 )
@@ -26,15 +26,7 @@ import (
 // zstdCLI is the reference zstd program; CI must have it.
 func zstdCLI(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("zstd")
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the zstd program is needed to test release --zstd: apt-get install zstd")
-	}
-	t.Skip("zstd not installed (apt-get install zstd)")
-	return ""
+	return need.Program(t, "zstd", "zstd")
 }
 
 // realVersions is two versions of an agent made of real files of this system: program (larger

@@ -16,6 +16,8 @@ import (
 	"aead.dev/minisign"
 	"golang.org/x/crypto/blake2b"
 	"golang.org/x/crypto/scrypt"
+
+	"github.com/sdupdate/sdupdate/internal/need"
 )
 
 func newKey(t *testing.T) (minisign.PublicKey, minisign.PrivateKey) {
@@ -396,15 +398,7 @@ func TestPasswordWithoutEnvOrTerminal(t *testing.T) {
 // skipped on a workstation but fail in CI, where they must run.
 func minisignCLI(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("minisign")
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the minisign program is needed for the interoperability tests: apt-get install minisign")
-	}
-	t.Skip("minisign not installed (apt-get install minisign)")
-	return ""
+	return need.Program(t, "minisign", "minisign")
 }
 
 func run(t *testing.T, dir string, name string, args ...string) ([]byte, error) {

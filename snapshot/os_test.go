@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/fsutil"
+
+	"github.com/sdupdate/sdupdate/internal/need"
 )
 
 // Symlinks exist only on the OS filesystem; these tests make sure nothing is ever read, written
@@ -180,12 +182,7 @@ func noSharedInodes(t *testing.T, e *env) {
 // Rollback gives files and directories back their recorded owner and mode: a directory the
 // update emptied (and so removed) comes back as the agent user's 0770, not as root's 0755.
 func TestRestoreOwnerAndMode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true: giving files to another user needs root")
-		}
-		t.Skip("giving files to another user needs root")
-	}
+	need.Root(t, "giving files to another user")
 	ctx := context.Background()
 	e := newEnv(t, afero.NewOsFs(), t.TempDir())
 	e.installV1(t)

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/delta"
+	"github.com/sdupdate/sdupdate/internal/need"
 	"github.com/sdupdate/sdupdate/manifest"
 )
 
@@ -492,13 +493,7 @@ func TestPackFetchedAgainAfterServerError(t *testing.T) {
 // files themselves (`cat a b c | zstd -19`): it installs, `check` counts its bytes once, and
 // those are the bytes the server sends: the pack instead of the members' objects.
 func TestPackFromZstdCLIInstallsOnDisk(t *testing.T) {
-	cli, err := exec.LookPath("zstd")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the zstd program is needed: apt-get install zstd")
-		}
-		t.Skip("zstd not installed")
-	}
+	cli := need.Program(t, "zstd", "zstd")
 	files, members := smallFiles()
 	cat := func(whole []byte) []byte {
 		dir := t.TempDir()

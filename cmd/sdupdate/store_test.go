@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sdupdate/sdupdate/internal/need"
 )
 
 // objects lists the snapshot store's objects (the state directory is on the install's
@@ -145,12 +147,7 @@ func TestRollbackTwoVersionsBack(t *testing.T) {
 // Run as root: a directory the update empties (and so removes) comes back on rollback with its
 // recorded owner and mode (the agent's user, 0770), and so do the files in it.
 func TestRollbackRestoresOwnersAndModes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true: restoring another user's files needs root")
-		}
-		t.Skip("restoring another user's files needs root")
-	}
+	need.Root(t, "restoring another user's files")
 	e := newEnv(t)
 	c := "--config=" + e.conf
 	e.release(t, "1.0.0", files1)
