@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/sdupdate/sdupdate/delta"
+	"github.com/sdupdate/sdupdate/manifest"
 )
 
 // An encoder makes a release's zstd sources. Whatever it writes is decoded back with the
@@ -65,7 +66,7 @@ func (builtin) pack(_ context.Context, dst io.Writer, content []byte) error {
 }
 
 // minReferenceVersion is the oldest zstd CLI with --patch-from.
-var minReferenceVersion = [3]int{1, 4, 5}
+const minReferenceVersion = "1.4.5"
 
 // objectWindowLog is the reference encoder's window for objects: 8 MiB, the built-in encoder's,
 // so a large file still decodes in little memory. A window over the whole file saves next to
@@ -92,27 +93,14 @@ func newReferenceZstd(ctx context.Context, path string) (*referenceZstd, error) 
 	if err != nil {
 		return nil, usagef("cannot run zstd at %s: %v%s", path, err, hint)
 	}
-	m := regexp.MustCompile(`\bv(\d+)\.(\d+)\.(\d+)\b`).FindStringSubmatch(string(out))
+	m := regexp.MustCompile(`\bv(\d+\.\d+\.\d+)\b`).FindStringSubmatch(string(out))
 	if m == nil {
 		return nil, usagef("%s --version printed %q, not a zstd version%s", path, firstLine(out), hint)
 	}
-	var v [3]int
-	for i := range v {
-		v[i], _ = strconv.Atoi(m[i+1])
-	}
-	if compareVersion(v, minReferenceVersion) < 0 {
-		return nil, usagef("zstd at %s is %s, older than 1.4.5, which --patch-from needs%s", path, m[0], hint)
+	if c, err := manifest.CompareVersions(m[1], minReferenceVersion); err != nil || c < 0 {
+		return nil, usagef("zstd at %s is %s, older than %s, which --patch-from needs%s", path, m[0], minReferenceVersion, hint)
 	}
 	return &referenceZstd{path: path, version: m[0]}, nil
-}
-
-func compareVersion(a, b [3]int) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return a[i] - b[i]
-		}
-	}
-	return 0
 }
 
 func (z *referenceZstd) object(ctx context.Context, dst io.Writer, in input) error {
