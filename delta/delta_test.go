@@ -171,22 +171,10 @@ func TestBadSources(t *testing.T) {
 // A bomb (a few KiB that decode to 256 MiB, within a window it may claim) is cut one byte past
 // the declared size: the disk and the memory it could fill are the file's own.
 func TestBombCutAtDeclaredSize(t *testing.T) {
-	var buf bytes.Buffer
-	enc, err := zstd.NewWriter(&buf, zstd.WithWindowSize(1<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 256; i++ {
-		enc.Write(make([]byte, 1<<20))
-	}
-	enc.Close()
-	bomb := buf.Bytes()
-	if len(bomb) > 64<<10 {
-		t.Fatalf("bomb is %d bytes", len(bomb))
-	}
+	bomb := zeroBomb(t, 1<<20, nil)
 	declared := []byte("a small file")
 	var out countingWriter
-	_, err = Decode(&out, bytes.NewReader(bomb), want(bomb), nil, want(declared), Limits{})
+	_, err := Decode(&out, bytes.NewReader(bomb), want(bomb), nil, want(declared), Limits{})
 	if !errors.Is(err, ErrBadSource) || !strings.Contains(err.Error(), "more than") {
 		t.Fatalf("got %v, want a refusal of output past the declared size", err)
 	}
@@ -363,4 +351,24 @@ func TestDecompressBounded(t *testing.T) {
 			t.Errorf("%s: got %v, want ErrBadSource", name, err)
 		}
 	}
+}
+
+// zeroBomb is a zstd stream of under 64 KiB, with the given window, that decodes to prefix and
+// then 256 MiB of zeros.
+func zeroBomb(t *testing.T, window int, prefix []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc, err := zstd.NewWriter(&buf, zstd.WithWindowSize(window))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc.Write(prefix)
+	for i := 0; i < 256; i++ {
+		enc.Write(make([]byte, 1<<20))
+	}
+	enc.Close()
+	if buf.Len() > 64<<10 {
+		t.Fatalf("bomb is %d bytes", buf.Len())
+	}
+	return buf.Bytes()
 }

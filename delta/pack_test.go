@@ -11,8 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // packFiles are the contents of four small files, text-like, as a pack holds them.
@@ -170,25 +168,12 @@ func TestBadPacks(t *testing.T) {
 // them, in little memory.
 func TestPackBombCutAtItsMembers(t *testing.T) {
 	files := packFiles(t)
-	var buf bytes.Buffer
-	enc, err := zstd.NewWriter(&buf, zstd.WithWindowSize(8<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc.Write(bytes.Join(files, nil))
-	for i := 0; i < 256; i++ {
-		enc.Write(make([]byte, 1<<20))
-	}
-	enc.Close()
-	bomb := buf.Bytes()
-	if len(bomb) > 64<<10 {
-		t.Fatalf("bomb is %d bytes", len(bomb))
-	}
+	bomb := zeroBomb(t, 8<<20, bytes.Join(files, nil))
 	sink := newSink(0, 1, 2, 3)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	err = decodePack(t, bomb, want(bomb), membersOf(files), sink)
+	err := decodePack(t, bomb, want(bomb), membersOf(files), sink)
 	runtime.ReadMemStats(&after)
 	if !errors.Is(err, ErrBadSource) || !strings.Contains(err.Error(), "more than") {
 		t.Fatalf("got %v, want a refusal of output past the members", err)
