@@ -56,10 +56,16 @@ func CreateUnhashed(fsys afero.Fs, path string) (*FileWriter, error) {
 
 // Write writes p and hashes what was written. A failure names the file.
 func (w *FileWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
+	n, err := w.write(p)
 	if w.h != nil {
 		w.h.Write(p[:n])
 	}
+	return n, err
+}
+
+// write is Write without the hash.
+func (w *FileWriter) write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
 	w.n += int64(n)
 	w.wb.wrote(n)
 	if err != nil {
@@ -67,6 +73,20 @@ func (w *FileWriter) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// ReadFrom writes all of src, as Write would, with the hashing beside the writing for a large
+// file (see CopyHashed). A failed write is a *WriteError; a failed read is returned as it is.
+func (w *FileWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.h == nil {
+		return Copy(unhashed{w}, src)
+	}
+	return CopyHashed(unhashed{w}, w.h, src)
+}
+
+// unhashed writes to a FileWriter's file without hashing, for a caller that hashes itself.
+type unhashed struct{ w *FileWriter }
+
+func (u unhashed) Write(p []byte) (int, error) { return u.w.write(p) }
 
 // SHA256 is the hex sha256 of everything written so far (empty for CreateUnhashed).
 func (w *FileWriter) SHA256() string {
@@ -146,6 +166,9 @@ func (e *WriteError) Unwrap() error { return e.Err }
 // Copy copies src to dst in large chunks (see copyBuffers). A failed write is a *WriteError; a
 // failed read is returned as it is.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
+	if fw, ok := dst.(*FileWriter); ok {
+		return fw.ReadFrom(src)
+	}
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
@@ -157,6 +180,93 @@ func Copy(dst io.Writer, src io.Reader) (int64, error) {
 				return n, &WriteError{werr}
 			}
 			n += int64(r)
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// hashBesideAfter is how much CopyHashed hashes in line before it moves the hashing to a
+// goroutine of its own, and hashBuffers how many copy buffers a large file then has in flight.
+// SHA-256 runs at about the speed a socket is read and a file written, so a large file's hash
+// beside its copy takes the time of one of them instead of both; a small file, most of them,
+// is done before a goroutine would pay for itself.
+const (
+	hashBesideAfter = 4 << 20
+	hashBuffers     = 3
+)
+
+// CopyHashed is Copy that also writes every byte copied to h, h seeing them in order. Past
+// hashBesideAfter bytes, h is written on its own goroutine while the next chunk is read and
+// written; h has seen every byte copied when CopyHashed returns, whatever it returns.
+func CopyHashed(dst io.Writer, h hash.Hash, src io.Reader) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	var n int64
+	for n < hashBesideAfter {
+		r, rerr := src.Read(*bp)
+		if r > 0 {
+			if _, werr := dst.Write((*bp)[:r]); werr != nil {
+				copyBuffers.Put(bp)
+				return n, &WriteError{werr}
+			}
+			h.Write((*bp)[:r])
+			n += int64(r)
+		}
+		if rerr != nil {
+			copyBuffers.Put(bp)
+			if rerr == io.EOF {
+				return n, nil
+			}
+			return n, rerr
+		}
+	}
+	return copyHashBeside(dst, h, src, n, bp)
+}
+
+// copyHashBeside is CopyHashed's second stage: this goroutine reads and writes, another hashes
+// what was written, each buffer going back to be read into once it is hashed.
+func copyHashBeside(dst io.Writer, h hash.Hash, src io.Reader, n int64, first *[]byte) (int64, error) {
+	type chunk struct {
+		bp *[]byte
+		n  int
+	}
+	free := make(chan *[]byte, hashBuffers)
+	full := make(chan chunk, hashBuffers)
+	free <- first
+	for range hashBuffers - 1 {
+		free <- copyBuffers.Get().(*[]byte)
+	}
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for c := range full {
+			h.Write((*c.bp)[:c.n])
+			free <- c.bp
+		}
+	}()
+	defer func() {
+		close(full)
+		<-hashed
+		for range hashBuffers {
+			copyBuffers.Put(<-free)
+		}
+	}()
+	for {
+		bp := <-free
+		r, rerr := src.Read(*bp)
+		if r > 0 {
+			if _, werr := dst.Write((*bp)[:r]); werr != nil {
+				free <- bp
+				return n, &WriteError{werr}
+			}
+			n += int64(r)
+			full <- chunk{bp, r}
+		} else {
+			free <- bp
 		}
 		if rerr == io.EOF {
 			return n, nil

@@ -83,21 +83,9 @@ func writeUneven(t *testing.T, w io.Writer, data []byte) {
 	}
 }
 
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := 0; i+8 <= n; i += 8 {
-		v := rng.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return b
-}
-
 func TestFileWriterWritesBehindYetKeepsEveryByteAndStillSyncs(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "big.bin")
-	data := randomBytes(writeBehindLag + 3*writeBehindChunk + writeBehindChunk/3) // enough to wait for some
+	data := randomBytes(writeBehindLag+3*writeBehindChunk+writeBehindChunk/3, 3) // enough to wait for some
 	syncs := 0
 	w, err := Create(countSyncs{syncs: &syncs}, path)
 	if err != nil {
@@ -139,7 +127,7 @@ func TestFileWriterWritesBehindYetKeepsEveryByteAndStillSyncs(t *testing.T) {
 // A partial download continued: the bytes of a first run stay, the rest is appended from there.
 func TestWriteBehindContinuesAtTheOffsetGiven(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "partial")
-	data := randomBytes(int(3 * writeBehindChunk))
+	data := randomBytes(int(3*writeBehindChunk), 3)
 	have := int64(len(data)/2 + 12345)
 	if err := os.WriteFile(path, data[:have], 0o600); err != nil {
 		t.Fatal(err)
@@ -177,7 +165,7 @@ func TestWriteBehindContinuesAtTheOffsetGiven(t *testing.T) {
 
 func TestWriteBehindThatFailsLeavesTheWritesAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "big.bin")
-	data := randomBytes(int(3 * writeBehindChunk))
+	data := randomBytes(int(3*writeBehindChunk), 3)
 	syncs := 0
 	w, err := Create(countSyncs{syncs: &syncs}, path)
 	if err != nil {

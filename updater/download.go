@@ -342,7 +342,16 @@ func stagedAttrs(c *Change) fsutil.Attrs {
 
 // copyChunks copies with fsutil.Copy and tells a failed write here from a failed read there.
 func copyChunks(dst io.Writer, src io.Reader) (int64, error) {
-	n, err := fsutil.Copy(dst, src)
+	return localWrites(fsutil.Copy(dst, src))
+}
+
+// copyChunksHashed is copyChunks with every byte hashed into h too, beside the copy.
+func copyChunksHashed(dst io.Writer, h hash.Hash, src io.Reader) (int64, error) {
+	return localWrites(fsutil.CopyHashed(dst, h, src))
+}
+
+// localWrites makes a copy's failed write a localError, which no retry of the source can fix.
+func localWrites(n int64, err error) (int64, error) {
 	var we *fsutil.WriteError
 	if errors.As(err, &we) {
 		return n, &localError{we.Err}

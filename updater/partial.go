@@ -180,7 +180,7 @@ func (e *Engine) fetchRest(ctx context.Context, url, path string, out afero.File
 	if progress != nil {
 		src = &countingReader{r: part, p: progress}
 	}
-	n, err := copyChunks(io.MultiWriter(fsutil.WriteBehind(out, have), hs), src)
+	n, err := copyChunksHashed(fsutil.WriteBehind(out, have), hs, src)
 	have += n
 	if err != nil {
 		// Kept for the next try; the validator goes with it so the rest is asked for with
