@@ -210,6 +210,7 @@ type realRelease struct {
 	m                *manifest.Manifest
 	oldFiles         map[string]string // sha256 → path in oldTree
 	zstd             string            // the reference zstd program the releases are made with
+	bsdiff           string            // the smallest per-file delta known, as a floor
 }
 
 // referenceZstd is the zstd program real releases are published with (`release --zstd`), as a
@@ -229,6 +230,9 @@ func (b *bench) newRealRelease(name, label, oldTree, newTree string) (*realRelea
 		return nil, err
 	}
 	r.zstd = zstd
+	if r.bsdiff, err = exec.LookPath("bsdiff"); err != nil {
+		return nil, fmt.Errorf("the real-releases case compares the patch with bsdiff's, the smallest per-file delta known: install it (apt-get install bsdiff): %w", err)
+	}
 	for _, v := range []struct {
 		url     *string
 		version string
@@ -552,12 +556,14 @@ func (b *bench) patchWireRows(r *realRelease, what string) (int64, error) {
 	}
 	b.realRow(what+": bytes on the wire", fmt.Sprintf("%s = %.2f %% of the install (file-level: %s = %.1f %%)",
 		size(o.fetched), pct(o.fetched, r.bytes), size(p.fetched), pct(p.fetched, r.bytes)), "≤ 3 %", pct(o.fetched, r.bytes) <= 3)
-	ref, err := b.referenceBytes(r)
-	if err != nil {
-		return 0, err
+	for _, ref := range []reference{zstdReference(r.zstd), bsdiffReference(r.bsdiff)} {
+		n, err := b.referenceBytes(r, ref)
+		if err != nil {
+			return 0, err
+		}
+		b.infoRow(what+": the reference, "+ref.name+" file by file", fmt.Sprintf("%s = %.2f %% of the install: sdupdate sends %.2f× that",
+			size(n), pct(n, r.bytes), ratioOf(o.fetched, n)))
 	}
-	b.infoRow(what+": the reference, `zstd -19 --patch-from` file by file", fmt.Sprintf("%s = %.2f %% of the install: sdupdate sends %.2f× that",
-		size(ref), pct(ref, r.bytes), ratioOf(o.fetched, ref)))
 	b.realRow(what+": against `rsync -az` from a daemon", fmt.Sprintf("%.2f× (rsync received %s)", ratioOf(o.fetched, rs), size(rs)),
 		"≤ 0.25×", ratioOf(o.fetched, rs) <= 0.25)
 	return o.rss, nil

@@ -117,7 +117,7 @@ func seconds(d time.Duration) string {
 // README's table does ("one 16 MiB file", "2,000 × 64 KiB").
 func size(n int64) string { return strings.Replace(human.Bytes(n), ".0 ", " ", 1) }
 
-// count writes n with thousands separators, as the table does.
+// count writes n with thousands separators, as the README's tables do.
 func count(n int) string {
 	s := fmt.Sprint(n)
 	for i := len(s) - 3; i > 0; i -= 3 {

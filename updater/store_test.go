@@ -33,7 +33,7 @@ func appendInPlace(t *testing.T, fsys afero.Fs, name, data string) {
 	}
 }
 
-// The issue's repro: after the update an operator appends to conf.ini in place; `sdupdate
+// The case that matters: after the update an operator appends to conf.ini in place; `sdupdate
 // rollback` must restore a, leave conf.ini as edited and say so, with the server gone (a
 // rollback never needs the network).
 func TestRollbackAfterAnInPlaceEditLeavesItAndNeedsNoNetwork(t *testing.T) {

@@ -63,7 +63,7 @@ func (e *env) status(t *testing.T) statusDoc {
 	return st
 }
 
-// The repro: 1.1.0 changes only a; after the update an operator appends to conf.ini in
+// The case that matters: 1.1.0 changes only a; after the update an operator appends to conf.ini in
 // place. The rollback must restore a, leave conf.ini as the operator left it, say so, and end
 // "rolled back" (exit 0), not "snapshot is corrupt".
 func TestInPlaceEditAfterUpdateStillRollsBack(t *testing.T) {
