@@ -37,6 +37,7 @@ func FuzzParse(f *testing.F) {
 		doc(withSources(`"object":{"url":".sdupdate/o.zst","size":400,"sha256":"` + sumB + `"},` +
 			`"deltas":[{"from_sha256":"` + sumC + `","url":".sdupdate/d.zst","size":20,"sha256":"` + sumC + `"}]`)),
 		withPacks([]string{sized("a.py", 300), sized("b.py", 200), sized("c", 0)}, pack(120, "b.py", "a.py")),
+		withPacks([]string{sized("a.py", 300)}),
 		withPacks([]string{sized("a.py", 300), sized("b.py", 200), sized("c", 0)}, pack(120, "b.py", "a.py"), pack(1, "c", "a.py")),
 	}
 	for _, s := range seeds {

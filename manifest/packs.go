@@ -48,6 +48,9 @@ func (m *Manifest) parsePacks(top *object) error {
 	if n > MaxPacks {
 		return fmt.Errorf("manifest: lists %d packs, more than the limit of %d", n, MaxPacks)
 	}
+	if n == 0 {
+		return nil // an empty list is no packs, as a manifest without the key says
+	}
 	m.Packs = make([]Pack, 0, n)
 	inPack := make(map[string]int) // member name → 1-based pack number
 	_, err := eachElement(raw, func(rest []byte) (int, error) {

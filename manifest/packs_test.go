@@ -49,15 +49,23 @@ func TestParsePacks(t *testing.T) {
 	assertSameManifest(t, m, back)
 }
 
-// A manifest without packs marshals without the key, so an older reader sees what it always saw.
+// A manifest without packs, or with an empty list of them, marshals without the key, so an older
+// reader sees what it always saw and the recorded copy reads back as the same manifest.
 func TestNoPacksNoKey(t *testing.T) {
-	m, err := Parse([]byte(doc(entry("a"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _ := m.Marshal()
-	if m.Packs != nil || strings.Contains(string(out), "packs") {
-		t.Fatalf("packs %+v, marshalled:\n%s", m.Packs, out)
+	for _, data := range []string{doc(entry("a")), withPacks([]string{entry("a")})} {
+		m, err := Parse([]byte(data))
+		if err != nil {
+			t.Fatalf("%s: %v", data, err)
+		}
+		out, _ := m.Marshal()
+		if m.Packs != nil || strings.Contains(string(out), "packs") {
+			t.Fatalf("%s: packs %+v, marshalled:\n%s", data, m.Packs, out)
+		}
+		back, err := ParseRecorded(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertSameManifest(t, m, back)
 	}
 }
 
